@@ -1,0 +1,541 @@
+//! Duty 4: the App Services a link names use its DNS Service.
+//!
+//! In `AppSettings` mode the app settings `WEBSITE_DNS_SERVER` (and `WEBSITE_DNS_ALT_SERVER` when the
+//! link sets an alternate) carry the DNS server; in `SiteDnsConfiguration` mode the site property
+//! `properties.dnsConfiguration` does. Every write restarts the customer's app, so the operator writes
+//! only when a value differs, remembers what it replaced, and puts it back when it lets go.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::arm::{ArmClient, ArmError, SiteRef};
+use crate::controller::{Context, Error};
+use crate::crd::{
+    AppServiceDnsMode, AppServiceLink, AppServiceStatus, AppServiceTarget, DeletionPolicy,
+};
+use crate::status::{types, DutyStatus};
+
+/// App setting holding the DNS server(s), comma-separated.
+pub const DNS_SERVER_SETTING: &str = "WEBSITE_DNS_SERVER";
+/// App setting holding the fallback DNS server. (Not `WEBSITE_ALT_DNS_SERVER`, as the original
+/// write-up had it: App Service reads `WEBSITE_DNS_ALT_SERVER`.)
+pub const DNS_ALT_SERVER_SETTING: &str = "WEBSITE_DNS_ALT_SERVER";
+/// Site property holding the DNS servers; it takes precedence over the app settings when set.
+pub const SITE_DNS_SERVERS: &str = "dnsConfiguration.dnsServers";
+/// Site property holding the fallback DNS server.
+pub const SITE_DNS_ALT_SERVER: &str = "dnsConfiguration.dnsAltServer";
+
+/// Setting name → value; `None` is an absent setting.
+pub type Values = BTreeMap<String, Option<String>>;
+
+/// The values `mode` needs for `dns_server` and the optional `alternate`.
+pub fn desired(mode: AppServiceDnsMode, dns_server: &str, alternate: Option<&str>) -> Values {
+    let (server_key, alt_key) = keys(mode);
+    let mut values = Values::from([(server_key.to_string(), Some(dns_server.to_string()))]);
+    if let Some(alt) = alternate {
+        values.insert(alt_key.to_string(), Some(alt.to_string()));
+    }
+    values
+}
+
+fn keys(mode: AppServiceDnsMode) -> (&'static str, &'static str) {
+    match mode {
+        AppServiceDnsMode::AppSettings => (DNS_SERVER_SETTING, DNS_ALT_SERVER_SETTING),
+        AppServiceDnsMode::SiteDnsConfiguration => (SITE_DNS_SERVERS, SITE_DNS_ALT_SERVER),
+    }
+}
+
+/// The values in `wanted` that `current` does not already have: what must be written.
+pub fn changes(current: &Values, wanted: &Values) -> Values {
+    wanted
+        .iter()
+        .filter(|(key, value)| current.get(*key).cloned().flatten() != **value)
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
+}
+
+/// Remembers, for each key about to change that has no record yet, the value it has now. Returns
+/// true when a record was added (and must be persisted before the write).
+pub fn record_previous(
+    previous: &mut BTreeMap<String, String>,
+    current: &Values,
+    changing: &Values,
+) -> bool {
+    let mut added = false;
+    for key in changing.keys() {
+        if !previous.contains_key(key) {
+            previous.insert(
+                key.clone(),
+                current.get(key).cloned().flatten().unwrap_or_default(),
+            );
+            added = true;
+        }
+    }
+    added
+}
+
+/// The values that put back what `previous` recorded (an empty record means "was absent").
+pub fn restoring(previous: &BTreeMap<String, String>) -> Values {
+    previous
+        .iter()
+        .map(|(key, value)| (key.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
+        .collect()
+}
+
+/// The full app-settings set to write back: `settings` with only `changes` applied. Every other
+/// setting keeps its exact value (ARM's PUT replaces the whole set).
+pub fn merged_settings(
+    settings: &BTreeMap<String, String>,
+    changes: &Values,
+) -> BTreeMap<String, String> {
+    let mut merged = settings.clone();
+    for (key, value) in changes {
+        match value {
+            Some(value) => merged.insert(key.clone(), value.clone()),
+            None => merged.remove(key),
+        };
+    }
+    merged
+}
+
+/// The `dnsConfiguration` fields to PATCH for `changes` in `SiteDnsConfiguration` mode.
+pub fn dns_configuration_patch(changes: &Values) -> serde_json::Map<String, Value> {
+    let mut fields = serde_json::Map::new();
+    if let Some(servers) = changes.get(SITE_DNS_SERVERS) {
+        let list: Vec<&str> = servers
+            .as_deref()
+            .map(|s| s.split(',').collect())
+            .unwrap_or_default();
+        fields.insert("dnsServers".into(), json!(list));
+    }
+    if let Some(alt) = changes.get(SITE_DNS_ALT_SERVER) {
+        fields.insert("dnsAltServer".into(), json!(alt));
+    }
+    fields
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying: the only part of this duty that talks to ARM and the apiserver.
+// ---------------------------------------------------------------------------------------------
+
+/// Result of the App Service duty for one link.
+pub struct AppServicesOutcome {
+    /// The `AppServicesReady` condition.
+    pub duty: DutyStatus,
+    /// One entry per target, plus removed targets still to restore.
+    pub entries: Vec<AppServiceStatus>,
+    /// When to look again because of a failure, sooner than the resync.
+    pub retry_after: Option<Duration>,
+}
+
+fn site_ref(target: &AppServiceTarget) -> SiteRef {
+    SiteRef {
+        subscription_id: target.subscription_id.clone(),
+        resource_group: target.resource_group.clone(),
+        name: target.name.clone(),
+        slot: target.slot.clone(),
+    }
+}
+
+/// Parses an entry's resource id back into a site reference.
+fn site_of(resource_id: &str) -> Option<SiteRef> {
+    let parts: Vec<&str> = resource_id.trim_start_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["subscriptions", sub, "resourceGroups", rg, "providers", "Microsoft.Web", "sites", name, rest @ ..] => {
+            Some(SiteRef {
+                subscription_id: sub.to_string(),
+                resource_group: rg.to_string(),
+                name: name.to_string(),
+                slot: match rest {
+                    ["slots", slot] => Some(slot.to_string()),
+                    [] => None,
+                    _ => return None,
+                },
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The values currently set for `keys`, plus (in AppSettings mode) the whole settings set.
+async fn read(
+    arm: &ArmClient,
+    mode: AppServiceDnsMode,
+    site: &SiteRef,
+    keys: &BTreeSet<String>,
+) -> Result<(Values, Option<BTreeMap<String, String>>), ArmError> {
+    match mode {
+        AppServiceDnsMode::AppSettings => {
+            let settings = arm.list_app_settings(site).await?;
+            let values = keys
+                .iter()
+                .map(|k| (k.clone(), settings.get(k).cloned()))
+                .collect();
+            Ok((values, Some(settings)))
+        }
+        AppServiceDnsMode::SiteDnsConfiguration => {
+            let dns = arm.get_site_dns(site).await?;
+            let servers = Some(dns.dns_servers.join(",")).filter(|s| !s.is_empty());
+            let values = Values::from([
+                (SITE_DNS_SERVERS.to_string(), servers),
+                (SITE_DNS_ALT_SERVER.to_string(), dns.dns_alt_server),
+            ]);
+            Ok((
+                values
+                    .into_iter()
+                    .filter(|(k, _)| keys.contains(k))
+                    .collect(),
+                None,
+            ))
+        }
+    }
+}
+
+async fn write(
+    arm: &ArmClient,
+    mode: AppServiceDnsMode,
+    site: &SiteRef,
+    settings: Option<&BTreeMap<String, String>>,
+    changes: &Values,
+) -> Result<(), ArmError> {
+    match (mode, settings) {
+        (AppServiceDnsMode::AppSettings, Some(settings)) => {
+            arm.replace_app_settings(site, &merged_settings(settings, changes))
+                .await
+        }
+        _ => {
+            arm.patch_site_dns(site, dns_configuration_patch(changes))
+                .await
+        }
+    }
+}
+
+fn mode_of_keys(previous: &BTreeMap<String, String>) -> AppServiceDnsMode {
+    if previous.keys().any(|k| k.starts_with("dnsConfiguration.")) {
+        AppServiceDnsMode::SiteDnsConfiguration
+    } else {
+        AppServiceDnsMode::AppSettings
+    }
+}
+
+/// Puts back what `previous` recorded. Returns true when something was written.
+async fn restore(
+    arm: &ArmClient,
+    site: &SiteRef,
+    previous: &BTreeMap<String, String>,
+) -> Result<bool, ArmError> {
+    let mode = mode_of_keys(previous);
+    let wanted = restoring(previous);
+    let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
+    let changing = changes(&current, &wanted);
+    if changing.is_empty() {
+        return Ok(false);
+    }
+    write(arm, mode, site, settings.as_ref(), &changing).await?;
+    Ok(true)
+}
+
+/// Points every target at `dns_server_ip`, restores targets that left the spec, and reports.
+pub async fn reconcile(
+    ctx: &Context,
+    link: &AppServiceLink,
+    dns_server_ip: Option<&str>,
+) -> Result<AppServicesOutcome, Error> {
+    let spec = &link.spec.app_services;
+    let old: Vec<AppServiceStatus> = link
+        .status
+        .as_ref()
+        .map(|s| s.app_services.clone())
+        .unwrap_or_default();
+    if spec.targets.is_empty() && old.is_empty() {
+        let duty = DutyStatus::ready(
+            types::APP_SERVICES,
+            "NoTargets",
+            "spec.appServices.targets lists no App Service",
+        );
+        return Ok(AppServicesOutcome {
+            duty,
+            entries: Vec::new(),
+            retry_after: None,
+        });
+    }
+    let arm = match &ctx.arm {
+        Ok(arm) => arm,
+        Err(reason) => {
+            let duty = DutyStatus::blocked(
+                types::APP_SERVICES,
+                "AzureNotConfigured",
+                format!("Azure access is not configured: {reason}"),
+            );
+            return Ok(AppServicesOutcome {
+                duty,
+                entries: old,
+                retry_after: None,
+            });
+        }
+    };
+    let mut entries: Vec<AppServiceStatus> = Vec::new();
+    let mut retry_after: Option<Duration> = None;
+    let mut problems: Vec<(String, String)> = Vec::new();
+    let wanted_ids: BTreeSet<String> = spec
+        .targets
+        .iter()
+        .map(|t| site_ref(t).resource_id())
+        .collect();
+    for target in dedup(&spec.targets) {
+        let site = site_ref(target);
+        let id = site.resource_id();
+        let mut entry =
+            old.iter()
+                .find(|e| e.resource_id == id)
+                .cloned()
+                .unwrap_or(AppServiceStatus {
+                    resource_id: id.clone(),
+                    ..Default::default()
+                });
+        let Some(ip) = dns_server_ip else {
+            entry.in_sync = false;
+            entry.message = Some("waiting for the DNS Service's load balancer IP".into());
+            entries.push(entry);
+            continue;
+        };
+        match sync(ctx, link, arm, &site, ip, &mut entry, &old, &entries).await {
+            Ok(()) => {}
+            Err(err) => {
+                tracing::warn!(link = %link.name_any(), app_service = %id, error = %err, "App Service sync failed");
+                retry_after = Some(
+                    retry_after
+                        .unwrap_or(Duration::MAX)
+                        .min(err.retry_after().unwrap_or(Duration::from_secs(30))),
+                );
+                entry.in_sync = false;
+                entry.message = Some(err.to_string());
+                problems.push((err.reason().to_string(), format!("{id}: {err}")));
+            }
+        }
+        entries.push(entry);
+    }
+    // Targets that left the spec: put their settings back, then forget them.
+    for gone in old.iter().filter(|e| !wanted_ids.contains(&e.resource_id)) {
+        if let Err(err) = let_go(ctx, link, arm, gone).await {
+            let mut entry = gone.clone();
+            entry.in_sync = false;
+            entry.message = Some(format!(
+                "removed from the link; restoring its previous settings failed: {err}"
+            ));
+            problems.push((
+                err.reason().to_string(),
+                format!("{}: {err}", gone.resource_id),
+            ));
+            retry_after = Some(Duration::from_secs(30));
+            entries.push(entry);
+        }
+    }
+    let duty = summarize(&entries, &problems, dns_server_ip.is_none());
+    Ok(AppServicesOutcome {
+        duty,
+        entries,
+        retry_after,
+    })
+}
+
+fn dedup(targets: &[AppServiceTarget]) -> Vec<&AppServiceTarget> {
+    let mut seen = BTreeSet::new();
+    targets
+        .iter()
+        .filter(|t| seen.insert(site_ref(t).resource_id()))
+        .collect()
+}
+
+/// Syncs one target: read, compare, and write only what differs.
+#[allow(clippy::too_many_arguments)]
+async fn sync(
+    ctx: &Context,
+    link: &AppServiceLink,
+    arm: &ArmClient,
+    site: &SiteRef,
+    ip: &str,
+    entry: &mut AppServiceStatus,
+    old: &[AppServiceStatus],
+    done: &[AppServiceStatus],
+) -> Result<(), ArmError> {
+    let spec = &link.spec.app_services;
+    let mode = spec.dns_mode;
+    // The link switched modes: put the other mode's settings back first.
+    if !entry.previous.is_empty() && mode_of_keys(&entry.previous) != mode {
+        restore(arm, site, &entry.previous).await?;
+        entry.previous.clear();
+    }
+    let wanted = desired(mode, ip, spec.alternate_dns_server.as_deref());
+    let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
+    let changing = changes(&current, &wanted);
+    if !changing.is_empty() {
+        if record_previous(&mut entry.previous, &current, &changing) {
+            // Remember what is about to be replaced before replacing it, so nothing is lost if the
+            // operator stops between the write and the status update.
+            persist_previous(ctx, link, old, done, entry).await;
+        }
+        write(arm, mode, site, settings.as_ref(), &changing).await?;
+        entry.last_sync_time = Some(Time(Timestamp::now()));
+        let what = changing
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ctx.event(
+            link,
+            EventType::Normal,
+            "AppServiceUpdated",
+            format!("{}: set {what}", site.resource_id()),
+        )
+        .await;
+    }
+    entry.dns_server = Some(ip.to_string());
+    entry.in_sync = true;
+    entry.message = None;
+    if mode == AppServiceDnsMode::AppSettings {
+        let site_dns = arm.get_site_dns(site).await?;
+        if !site_dns.dns_servers.is_empty() {
+            entry.in_sync = false;
+            entry.dns_server = Some(site_dns.dns_servers.join(","));
+            entry.message = Some(format!(
+                "the site property dnsConfiguration.dnsServers ({}) takes precedence over {DNS_SERVER_SETTING}, so the app ignores the DNS Service; clear dnsConfiguration.dnsServers on the site, or set spec.appServices.dnsMode to SiteDnsConfiguration",
+                site_dns.dns_servers.join(",")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the `appServices` status with a new previous-values record, before the ARM write.
+async fn persist_previous(
+    ctx: &Context,
+    link: &AppServiceLink,
+    old: &[AppServiceStatus],
+    done: &[AppServiceStatus],
+    entry: &AppServiceStatus,
+) {
+    let mut list: Vec<AppServiceStatus> = done.to_vec();
+    list.push(entry.clone());
+    let rest: Vec<AppServiceStatus> = old
+        .iter()
+        .filter(|e| !list.iter().any(|x| x.resource_id == e.resource_id))
+        .cloned()
+        .collect();
+    list.extend(rest);
+    let api = Api::<AppServiceLink>::all(ctx.client.clone());
+    let patch = json!({"status": {"appServices": list}});
+    let params = PatchParams {
+        field_manager: Some("appservicelink-app-service".into()),
+        ..Default::default()
+    };
+    if let Err(err) = api
+        .patch_status(&link.name_any(), &params, &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(link = %link.name_any(), error = %err, "could not record previous App Service settings");
+    }
+}
+
+/// Restores (or, with `Retain`, leaves) one App Service the link no longer names.
+async fn let_go(
+    ctx: &Context,
+    link: &AppServiceLink,
+    arm: &ArmClient,
+    entry: &AppServiceStatus,
+) -> Result<(), ArmError> {
+    let id = &entry.resource_id;
+    if link.spec.app_services.deletion_policy == DeletionPolicy::Retain || entry.previous.is_empty()
+    {
+        return Ok(());
+    }
+    let Some(site) = site_of(id) else {
+        return Ok(());
+    };
+    match restore(arm, &site, &entry.previous).await {
+        Ok(true) => {
+            ctx.event(
+                link,
+                EventType::Normal,
+                "AppServiceRestored",
+                format!("{id}: DNS settings restored to their previous values"),
+            )
+            .await;
+            Ok(())
+        }
+        Ok(false) | Err(ArmError::NotFound { .. }) => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Restores every App Service the link changed (the link is being deleted). An error keeps the
+/// finalizer, so the restore is retried rather than lost.
+pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
+    let entries = link
+        .status
+        .as_ref()
+        .map(|s| s.app_services.clone())
+        .unwrap_or_default();
+    if entries.iter().all(|e| e.previous.is_empty())
+        || link.spec.app_services.deletion_policy == DeletionPolicy::Retain
+    {
+        return Ok(());
+    }
+    let arm = ctx.arm.as_ref().map_err(|reason| {
+        Error::AppService(format!(
+            "cannot restore App Services: Azure access is not configured: {reason}"
+        ))
+    })?;
+    for entry in &entries {
+        let_go(ctx, link, arm, entry)
+            .await
+            .map_err(|e| Error::AppService(format!("restoring {}: {e}", entry.resource_id)))?;
+    }
+    Ok(())
+}
+
+fn summarize(
+    entries: &[AppServiceStatus],
+    problems: &[(String, String)],
+    waiting_for_ip: bool,
+) -> DutyStatus {
+    let in_sync = entries.iter().filter(|e| e.in_sync).count();
+    let summary = format!(
+        "{in_sync} of {} App Service(s) in sync (see status.appServices)",
+        entries.len()
+    );
+    if let Some((reason, message)) = problems.first() {
+        // Throttling and outages pass; a missing role or site needs a human.
+        let message = format!("{summary}; {message}");
+        return if matches!(reason.as_str(), "Throttled" | "Unreachable" | "ArmError") {
+            DutyStatus::waiting(types::APP_SERVICES, reason, message)
+        } else {
+            DutyStatus::blocked(types::APP_SERVICES, reason, message)
+        };
+    }
+    if waiting_for_ip {
+        return DutyStatus::waiting(
+            types::APP_SERVICES,
+            "WaitingForDnsServerIP",
+            "waiting for the DNS Service's load balancer IP",
+        );
+    }
+    if in_sync < entries.len() {
+        return DutyStatus::blocked(
+            types::APP_SERVICES,
+            "SiteDnsConfigurationOverrides",
+            format!("{summary}; a site's dnsConfiguration.dnsServers overrides the app setting"),
+        );
+    }
+    DutyStatus::ready(types::APP_SERVICES, "InSync", summary)
+}
+
+#[cfg(test)]
+mod tests;

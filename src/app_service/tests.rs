@@ -1,0 +1,133 @@
+use super::*;
+
+fn values(pairs: &[(&str, Option<&str>)]) -> Values {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+        .collect()
+}
+
+#[test]
+fn app_settings_mode_uses_the_right_setting_names() {
+    let wanted = desired(
+        AppServiceDnsMode::AppSettings,
+        "10.240.0.53",
+        Some("168.63.129.16"),
+    );
+    assert_eq!(
+        wanted,
+        values(&[
+            ("WEBSITE_DNS_SERVER", Some("10.240.0.53")),
+            ("WEBSITE_DNS_ALT_SERVER", Some("168.63.129.16"))
+        ])
+    );
+    assert!(
+        !desired(AppServiceDnsMode::AppSettings, "10.240.0.53", None)
+            .contains_key("WEBSITE_DNS_ALT_SERVER")
+    );
+}
+
+#[test]
+fn only_differing_values_are_written() {
+    let wanted = desired(AppServiceDnsMode::AppSettings, "10.240.0.53", None);
+    assert!(changes(
+        &values(&[("WEBSITE_DNS_SERVER", Some("10.240.0.53"))]),
+        &wanted
+    )
+    .is_empty());
+    assert_eq!(
+        changes(
+            &values(&[("WEBSITE_DNS_SERVER", Some("10.0.0.10"))]),
+            &wanted
+        ),
+        wanted
+    );
+    assert_eq!(changes(&values(&[]), &wanted), wanted);
+}
+
+#[test]
+fn the_merge_keeps_every_other_setting_exactly() {
+    let settings: BTreeMap<String, String> = [
+        ("DB", "Server=x;Password=\"p ä\""),
+        ("WEBSITE_DNS_SERVER", "10.0.0.10"),
+        ("EMPTY", ""),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let merged = merged_settings(
+        &settings,
+        &values(&[
+            ("WEBSITE_DNS_SERVER", Some("10.240.0.53")),
+            ("WEBSITE_DNS_ALT_SERVER", None),
+        ]),
+    );
+    assert_eq!(merged["DB"], settings["DB"]);
+    assert_eq!(merged["EMPTY"], "");
+    assert_eq!(merged["WEBSITE_DNS_SERVER"], "10.240.0.53");
+    assert_eq!(merged.len(), 3);
+}
+
+#[test]
+fn previous_values_are_recorded_once_and_restored() {
+    let mut previous = BTreeMap::new();
+    let current = values(&[
+        ("WEBSITE_DNS_SERVER", Some("10.0.0.10")),
+        ("WEBSITE_DNS_ALT_SERVER", None),
+    ]);
+    let changing = desired(
+        AppServiceDnsMode::AppSettings,
+        "10.240.0.53",
+        Some("168.63.129.16"),
+    );
+    assert!(record_previous(&mut previous, &current, &changing));
+    // A later write (a new IP) does not overwrite the original record.
+    let later = values(&[("WEBSITE_DNS_SERVER", Some("10.240.0.53"))]);
+    assert!(!record_previous(
+        &mut previous,
+        &later,
+        &desired(AppServiceDnsMode::AppSettings, "10.240.0.99", None)
+    ));
+    assert_eq!(
+        restoring(&previous),
+        values(&[
+            ("WEBSITE_DNS_SERVER", Some("10.0.0.10")),
+            ("WEBSITE_DNS_ALT_SERVER", None)
+        ])
+    );
+}
+
+#[test]
+fn site_dns_configuration_patches_only_the_changed_fields() {
+    let fields = dns_configuration_patch(&desired(
+        AppServiceDnsMode::SiteDnsConfiguration,
+        "10.240.0.53",
+        None,
+    ));
+    assert_eq!(
+        Value::Object(fields),
+        json!({"dnsServers": ["10.240.0.53"]})
+    );
+    let restore = dns_configuration_patch(&values(&[
+        (SITE_DNS_SERVERS, None),
+        (SITE_DNS_ALT_SERVER, None),
+    ]));
+    assert_eq!(
+        Value::Object(restore),
+        json!({"dnsServers": [], "dnsAltServer": null})
+    );
+}
+
+#[test]
+fn resource_ids_round_trip() {
+    for slot in [None, Some("staging".to_string())] {
+        let site = SiteRef {
+            subscription_id: "s".into(),
+            resource_group: "rg".into(),
+            name: "web".into(),
+            slot,
+        };
+        assert_eq!(site_of(&site.resource_id()), Some(site));
+    }
+    assert_eq!(site_of("/subscriptions/s/resourceGroups/rg"), None);
+}

@@ -1,0 +1,270 @@
+//! Azure access: which cloud, which credential, and the HTTPS client both use.
+//!
+//! azure_identity 1.x has no DefaultAzureCredential, so the credential is chosen by a flag or
+//! detected from the environment the way AKS workload identity, managed identity, service principals
+//! and workstations present themselves.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_core::http::{ClientOptions, Transport};
+use azure_identity::{
+    AzureCliCredential, ClientAssertionCredentialOptions, ClientSecretCredential,
+    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+};
+
+/// Public-cloud ARM endpoint. China: `https://management.chinacloudapi.cn`; US Gov:
+/// `https://management.usgovcloudapi.net`.
+pub const PUBLIC_ARM_ENDPOINT: &str = "https://management.azure.com";
+
+/// Which credential to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CredentialKind {
+    /// Detect from the environment: workload identity, then client secret, then Azure CLI outside a
+    /// cluster, then managed identity.
+    Auto,
+    /// AKS workload identity (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`).
+    WorkloadIdentity,
+    /// The node's or a user-assigned managed identity (`AZURE_CLIENT_ID` selects a user-assigned one).
+    ManagedIdentity,
+    /// A service principal's secret (`AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`).
+    ClientSecret,
+    /// The signed-in Azure CLI, for running from a workstation.
+    AzureCli,
+}
+
+/// Where and how to reach Azure.
+#[derive(Debug, Clone)]
+pub struct AzureConfig {
+    /// ARM endpoint; the token scope is `<endpoint>/.default`.
+    pub arm_endpoint: String,
+    /// Entra ID authority host; `AZURE_AUTHORITY_HOST` or the public cloud when `None`.
+    pub authority_host: Option<String>,
+    /// Extra PEM CA bundle to trust, besides the platform's roots (Azure Stack, proxies, tests).
+    pub ca_bundle: Option<PathBuf>,
+    /// Which credential to use.
+    pub credential: CredentialKind,
+    /// Bound on each ARM or token request.
+    pub request_timeout: Duration,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        Self {
+            arm_endpoint: PUBLIC_ARM_ENDPOINT.into(),
+            authority_host: None,
+            ca_bundle: None,
+            credential: CredentialKind::Auto,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A configuration problem, named so the user can fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum AzureConfigError {
+    /// The CA bundle could not be read or parsed.
+    #[error("--azure-ca-bundle {path}: {reason}")]
+    CaBundle { path: String, reason: String },
+    /// The HTTPS client could not be built.
+    #[error("building the HTTPS client: {0}")]
+    Http(String),
+    /// The credential could not be created (usually a missing environment variable).
+    #[error("{kind:?} credential: {reason}")]
+    Credential {
+        kind: CredentialKind,
+        reason: String,
+    },
+    /// The ARM endpoint is not an https URL.
+    #[error("--arm-endpoint {0}: must be an https:// URL such as {PUBLIC_ARM_ENDPOINT}")]
+    Endpoint(String),
+}
+
+impl AzureConfig {
+    /// The OAuth2 scope for ARM tokens.
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.arm_endpoint.trim_end_matches('/'))
+    }
+
+    /// The HTTPS client for ARM and for the credential, trusting the extra CA bundle when given.
+    pub fn http_client(&self) -> Result<reqwest::Client, AzureConfigError> {
+        if !self.arm_endpoint.starts_with("https://") {
+            return Err(AzureConfigError::Endpoint(self.arm_endpoint.clone()));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(self.request_timeout)
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(path) = &self.ca_bundle {
+            let ca_error = |reason: String| AzureConfigError::CaBundle {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_error("no PEM certificate in the file".into()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        builder
+            .build()
+            .map_err(|e| AzureConfigError::Http(e.to_string()))
+    }
+
+    /// The credential to use, with `http` as its transport.
+    pub fn credential(
+        &self,
+        http: &reqwest::Client,
+    ) -> Result<Arc<dyn TokenCredential>, AzureConfigError> {
+        let kind = match self.credential {
+            CredentialKind::Auto => detect(|name| std::env::var(name).ok()),
+            kind => kind,
+        };
+        let credential_error = |e: azure_core::Error| AzureConfigError::Credential {
+            kind,
+            reason: e.to_string(),
+        };
+        let client_options = self.client_options(http);
+        let env = |name: &str| {
+            std::env::var(name).map_err(|_| AzureConfigError::Credential {
+                kind,
+                reason: format!("environment variable {name} is not set"),
+            })
+        };
+        Ok(match kind {
+            CredentialKind::WorkloadIdentity => {
+                let options = WorkloadIdentityCredentialOptions {
+                    credential_options: ClientAssertionCredentialOptions {
+                        client_options,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                WorkloadIdentityCredential::new(Some(options)).map_err(credential_error)?
+            }
+            CredentialKind::ClientSecret => {
+                let options = ClientSecretCredentialOptions { client_options };
+                ClientSecretCredential::new(
+                    &env("AZURE_TENANT_ID")?,
+                    env("AZURE_CLIENT_ID")?,
+                    Secret::new(env("AZURE_CLIENT_SECRET")?),
+                    Some(options),
+                )
+                .map_err(credential_error)?
+            }
+            CredentialKind::ManagedIdentity => {
+                let user_assigned_id = std::env::var("AZURE_CLIENT_ID")
+                    .ok()
+                    .map(azure_identity::UserAssignedId::ClientId);
+                let options = ManagedIdentityCredentialOptions {
+                    user_assigned_id,
+                    client_options,
+                    ..Default::default()
+                };
+                ManagedIdentityCredential::new(Some(options)).map_err(credential_error)?
+            }
+            CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(credential_error)?,
+            CredentialKind::Auto => unreachable!("detect never answers Auto"),
+        })
+    }
+
+    fn client_options(&self, http: &reqwest::Client) -> ClientOptions {
+        let mut options = ClientOptions {
+            transport: Some(Transport::new(Arc::new(http.clone()))),
+            ..Default::default()
+        };
+        if let Some(host) = &self.authority_host {
+            let mut cloud = CustomConfiguration::default();
+            cloud.authority_host = host.clone();
+            options.cloud = Some(Arc::new(CloudConfiguration::from(cloud)));
+        }
+        options
+    }
+}
+
+/// The credential the environment points at.
+pub fn detect(env: impl Fn(&str) -> Option<String>) -> CredentialKind {
+    if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+        CredentialKind::WorkloadIdentity
+    } else if env("AZURE_CLIENT_SECRET").is_some() {
+        CredentialKind::ClientSecret
+    } else if env("KUBERNETES_SERVICE_HOST").is_none() {
+        CredentialKind::AzureCli
+    } else {
+        CredentialKind::ManagedIdentity
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn detection_prefers_workload_identity_then_secret_then_cli_then_managed_identity() {
+        let wi = [
+            ("AZURE_FEDERATED_TOKEN_FILE", "/t"),
+            ("AZURE_CLIENT_SECRET", "s"),
+            ("KUBERNETES_SERVICE_HOST", "h"),
+        ];
+        assert_eq!(detect(env(&wi)), CredentialKind::WorkloadIdentity);
+        assert_eq!(detect(env(&wi[1..])), CredentialKind::ClientSecret);
+        assert_eq!(detect(env(&wi[2..])), CredentialKind::ManagedIdentity);
+        assert_eq!(detect(env(&[])), CredentialKind::AzureCli);
+    }
+
+    #[test]
+    fn the_scope_follows_the_endpoint() {
+        let china = AzureConfig {
+            arm_endpoint: "https://management.chinacloudapi.cn/".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            china.scope(),
+            "https://management.chinacloudapi.cn/.default"
+        );
+        assert_eq!(
+            AzureConfig::default().scope(),
+            "https://management.azure.com/.default"
+        );
+    }
+
+    #[test]
+    fn a_plain_http_endpoint_is_refused() {
+        let config = AzureConfig {
+            arm_endpoint: "http://management.azure.com".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            config.http_client(),
+            Err(AzureConfigError::Endpoint(_))
+        ));
+    }
+
+    #[test]
+    fn a_missing_secret_variable_is_named() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = AzureConfig {
+            credential: CredentialKind::ClientSecret,
+            ..Default::default()
+        };
+        let http = config.http_client().unwrap();
+        // The test process has no AZURE_TENANT_ID.
+        if std::env::var("AZURE_TENANT_ID").is_err() {
+            let err = config.credential(&http).err().unwrap();
+            assert!(err.to_string().contains("AZURE_TENANT_ID"), "{err}");
+        }
+    }
+}

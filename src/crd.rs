@@ -1,0 +1,305 @@
+//! The `AppServiceLink` custom resource: its spec, its status, and the CRD generated from them.
+//!
+//! The CEL rules here refuse bad input at admission; [`crate::validation`] enforces the same rules
+//! again in the controller, so an object that slipped past admission never reaches the Corefile.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of the resource.
+pub const GROUP: &str = "appservicelink.io";
+/// Name of the DNS Service when a link does not name one.
+pub const DEFAULT_DNS_SERVICE_NAME: &str = "appservicelink-dns";
+
+/// Regular expressions shared by the CEL rules and by [`crate::validation`].
+pub mod patterns {
+    /// A lower-case DNS name made of RFC 1123 labels, without a trailing dot.
+    pub const ZONE: &str =
+        r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
+    /// A dotted-quad IPv4 address without leading zeros.
+    pub const IPV4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
+    /// An Azure subnet name: 1-80 characters, alphanumerics, `_`, `.`, `-`; starts alphanumeric,
+    /// ends alphanumeric or `_` (Azure naming rules for Microsoft.Network/virtualNetworks/subnets).
+    pub const SUBNET: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$";
+    /// An Azure subscription id (a GUID).
+    pub const SUBSCRIPTION_ID: &str =
+        r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+    /// An Azure resource group: 1-90 characters, alphanumerics, `_`, `(`, `)`, `-`, `.`; not ending in `.`.
+    pub const RESOURCE_GROUP: &str = r"^[a-zA-Z0-9_().-]{0,89}[a-zA-Z0-9_()-]$";
+    /// An App Service (Microsoft.Web/sites) name: 2-60 alphanumerics or hyphens, no hyphen at either end.
+    pub const SITE: &str = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$";
+    /// A deployment slot name: 1-59 alphanumerics or hyphens, no hyphen at either end.
+    pub const SLOT: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,57}[a-zA-Z0-9])?$";
+    /// A Kubernetes Service name (RFC 1035 label).
+    pub const SERVICE_NAME: &str = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
+}
+
+/// Links Azure App Services to cluster Services: the selected Services become internal Azure load
+/// balancers, CoreDNS answers `<service>.<namespace>.<zone>` with their internal IPs on an internal
+/// DNS Service, and the listed App Services are pointed at that DNS Service.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "appservicelink.io",
+    version = "v1alpha1",
+    kind = "AppServiceLink",
+    shortname = "asl",
+    doc = "AppServiceLink exposes selected Services as internal Azure load balancers, serves their names through CoreDNS on an internal DNS Service, and points App Services at it.",
+    status = "AppServiceLinkStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"DNS Server","type":"string","jsonPath":".status.dnsServerIP"}"#,
+    printcolumn = r#"{"name":"Services","type":"integer","jsonPath":".status.linkedServiceCount"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServiceLinkSpec {
+    /// Which Services to expose as internal Azure load balancers.
+    pub services: ServiceSelection,
+    /// The internal DNS Service and the zone CoreDNS answers for.
+    pub dns: DnsSpec,
+    /// App Services whose DNS settings are pointed at the DNS Service.
+    #[serde(default)]
+    pub app_services: AppServicesSpec,
+}
+
+/// Which Services a link exposes, and how.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSelection {
+    /// Label selector for the Services to expose. It must not be empty: an empty selector would
+    /// expose every Service in the cluster.
+    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("must not be empty: an empty selector would expose every Service in the cluster"))]
+    pub selector: LabelSelector,
+    /// Restricts the selection to namespaces whose labels match. All namespaces when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Name of the subnet (in the cluster's virtual network) for the internal load balancers. Sets
+    /// the annotation `service.beta.kubernetes.io/azure-load-balancer-internal-subnet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$')").message("must be an Azure subnet name: 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit"))]
+    pub subnet: Option<String>,
+    /// Convert Services that are already public LoadBalancers into internal ones. Off by default,
+    /// because it changes who can reach them.
+    #[serde(default)]
+    pub allow_public_load_balancer_conversion: bool,
+}
+
+/// The internal DNS Service and the CoreDNS zone.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsSpec {
+    /// DNS zone in which `<service>.<namespace>.<zone>` resolves to a Service's internal IP, through
+    /// the CoreDNS `k8s_external` plugin. A lower-case DNS name such as `mydomain.local`.
+    #[x_kube(validation = Rule::new("size(self) <= 253 && self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$')").message("must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters"))]
+    pub zone: String,
+    /// The internal LoadBalancer Service in `kube-system` that exposes CoreDNS.
+    #[serde(default)]
+    pub service: DnsServiceSpec,
+}
+
+/// The internal LoadBalancer Service that exposes CoreDNS to the virtual network.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsServiceSpec {
+    /// Name of the Service in `kube-system`. Links that name the same Service share it.
+    #[serde(default = "default_dns_service_name")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$')").message("must be a Service name: lower-case letters, digits and '-', starting with a letter, at most 63 characters"))]
+    pub name: String,
+    /// Static private IPv4 address for the DNS Service's load balancer, from the subnet. Sets the
+    /// annotation `service.beta.kubernetes.io/azure-load-balancer-ipv4`. Assigned by Azure when absent.
+    #[serde(default, rename = "staticIP", skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$')").message("must be an IPv4 address such as 10.240.0.53"))]
+    pub static_ip: Option<String>,
+    /// Subnet name for the DNS Service's load balancer. Defaults to `spec.services.subnet`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$')").message("must be an Azure subnet name: 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit"))]
+    pub subnet: Option<String>,
+}
+
+fn default_dns_service_name() -> String {
+    DEFAULT_DNS_SERVICE_NAME.to_string()
+}
+
+impl Default for DnsServiceSpec {
+    fn default() -> Self {
+        Self {
+            name: default_dns_service_name(),
+            static_ip: None,
+            subnet: None,
+        }
+    }
+}
+
+/// App Services to point at the DNS Service, and how.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServicesSpec {
+    /// The App Services (or deployment slots) to point at the DNS Service.
+    #[serde(default)]
+    pub targets: Vec<AppServiceTarget>,
+    /// Where the DNS server is written: the app settings `WEBSITE_DNS_SERVER` /
+    /// `WEBSITE_DNS_ALT_SERVER` (`AppSettings`), or the site property
+    /// `properties.dnsConfiguration` (`SiteDnsConfiguration`).
+    #[serde(default)]
+    pub dns_mode: AppServiceDnsMode,
+    /// Optional fallback DNS server (IPv4), written as `WEBSITE_DNS_ALT_SERVER` or `dnsAltServer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$')").message("must be an IPv4 address such as 168.63.129.16"))]
+    pub alternate_dns_server: Option<String>,
+    /// What happens to the App Services' DNS settings when a target is removed or the link is
+    /// deleted: `Restore` the previous values (the default), or `Retain` them.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// One App Service, or one of its deployment slots.
+#[derive(
+    KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServiceTarget {
+    /// Azure subscription id (a GUID).
+    #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)"))]
+    pub subscription_id: String,
+    /// Resource group of the App Service.
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_().-]{0,89}[a-zA-Z0-9_()-]$')").message("must be a resource group name: 1-90 letters, digits, '_', '(', ')', '-' or '.', not ending in '.'"))]
+    pub resource_group: String,
+    /// Name of the App Service (the site).
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$')").message("must be an App Service name: 2-60 letters, digits or '-', not starting or ending with '-'"))]
+    pub name: String,
+    /// Deployment slot. The production slot when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9-]{0,57}[a-zA-Z0-9])?$')").message("must be a slot name: 1-59 letters, digits or '-', not starting or ending with '-'"))]
+    pub slot: Option<String>,
+}
+
+/// Where an App Service's DNS server is configured.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AppServiceDnsMode {
+    /// The app settings `WEBSITE_DNS_SERVER` and `WEBSITE_DNS_ALT_SERVER`.
+    #[default]
+    AppSettings,
+    /// The site property `properties.dnsConfiguration`, which Microsoft now recommends.
+    SiteDnsConfiguration,
+}
+
+/// What happens to external settings when the link no longer manages them.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Put back the values found before the operator changed them, or remove them.
+    #[default]
+    Restore,
+    /// Leave the values as the operator last wrote them.
+    Retain,
+}
+
+/// Observed state of an `AppServiceLink`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServiceLinkStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` summarises the others: `ServicesReady`, `DnsServiceReady`, `CoreDNSOverrideReady` and
+    /// `AppServicesReady`. `Reconciling` and `Stalled` appear while they are true (kstatus).
+    #[serde(default)]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Internal IP of the DNS Service's load balancer, once Azure has assigned it.
+    #[serde(
+        default,
+        rename = "dnsServerIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dns_server_ip: Option<String>,
+    /// Number of Services currently exposed by this link.
+    #[serde(default)]
+    pub linked_service_count: i32,
+    /// Every Service the link selects, with its state.
+    #[serde(default)]
+    pub services: Vec<LinkedServiceStatus>,
+    /// Every App Service the link points at the DNS Service, with its sync state. Entries of targets
+    /// removed from the spec stay until their previous settings are restored.
+    #[serde(default)]
+    pub app_services: Vec<AppServiceStatus>,
+}
+
+/// Sync state of one App Service (or slot).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppServiceStatus {
+    /// ARM resource id of the site or slot.
+    pub resource_id: String,
+    /// The DNS server the App Service is set to, as last read from Azure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_server: Option<String>,
+    /// Whether the App Service uses the link's DNS Service.
+    pub in_sync: bool,
+    /// When the operator last changed the App Service's DNS settings (a first sync, a new IP, or a
+    /// drift repair). Quiet checks that find everything in place do not move it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
+    /// What is wrong, and what to do, when not in sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Values the operator found before its first change, by setting name (`WEBSITE_DNS_SERVER`,
+    /// `WEBSITE_DNS_ALT_SERVER`, `dnsConfiguration.dnsServers`, `dnsConfiguration.dnsAltServer`); an
+    /// empty string means the setting was absent. Restored when the link lets the App Service go.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous: BTreeMap<String, String>,
+}
+
+/// One Service selected by a link.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkedServiceStatus {
+    /// Namespace of the Service.
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
+    /// `Linked` (an internal load balancer), `Pending` (waiting for its IP), `Skipped` (refused,
+    /// see message) or `Conflict` (another link or field manager holds it, see message).
+    pub state: LinkedServiceState,
+    /// Internal IP of the Service's load balancer.
+    #[serde(
+        default,
+        rename = "internalIP",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub internal_ip: Option<String>,
+    /// Name the Service resolves as through the DNS Service: `<service>.<namespace>.<zone>`.
+    pub fqdn: String,
+    /// Why the Service is not linked, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// How many times another field manager reverted the conversion since the link last changed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reverts: i32,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// State of one selected Service.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LinkedServiceState {
+    /// The Service is an internal load balancer with an IP.
+    Linked,
+    /// The Service is converted; Azure has not assigned its IP yet.
+    #[default]
+    Pending,
+    /// The Service cannot or may not be converted (headless, ExternalName, public without opt-in).
+    Skipped,
+    /// Another link or another field manager holds the Service.
+    Conflict,
+}
+
+/// The CRD as YAML, as `appservicelink crd` prints it and `crds/` holds it.
+pub fn crd_yaml() -> String {
+    let crd = AppServiceLink::crd();
+    serde_norway::to_string(&crd).expect("a CRD always serializes to YAML")
+}

@@ -1,0 +1,334 @@
+//! Duty 2: CoreDNS exposed on an internal Azure load balancer, as a Service in `kube-system`.
+//!
+//! Links that name the same Service share it. The oldest such link decides its settings; a link that
+//! wants other settings reports a conflict instead of fighting over it. The Service is deleted once no
+//! link names it.
+
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::controller::{is_not_found, Context, Error};
+use crate::crd::AppServiceLink;
+use crate::service_link::{ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
+use crate::status::{types, DutyStatus};
+use crate::validation;
+
+/// Namespace of the DNS Service: where CoreDNS runs.
+pub const NAMESPACE: &str = "kube-system";
+/// Sets a static private frontend IP (cloud-provider-azure; `spec.loadBalancerIP` is deprecated since 1.24).
+pub const ANNOTATION_IPV4: &str = "service.beta.kubernetes.io/azure-load-balancer-ipv4";
+/// Label that marks a Service as ours, so a Service we did not create is never taken over.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY: &str = "appservicelink";
+/// Field manager for the DNS Service.
+pub const FIELD_MANAGER: &str = "appservicelink-dns-service";
+/// The label CoreDNS pods carry on AKS (the same selector as `kube-dns`).
+const COREDNS_SELECTOR: (&str, &str) = ("k8s-app", "kube-dns");
+
+/// What a link wants of its DNS Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServiceSettings {
+    /// Name of the Service in `kube-system`.
+    pub name: String,
+    /// Static frontend IP, when set.
+    pub static_ip: Option<String>,
+    /// Subnet name, when set.
+    pub subnet: Option<String>,
+}
+
+/// The server-side apply body for the DNS Service.
+pub fn desired(settings: &DnsServiceSettings) -> Value {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(ANNOTATION_INTERNAL.into(), json!("true"));
+    if let Some(subnet) = &settings.subnet {
+        annotations.insert(ANNOTATION_SUBNET.into(), json!(subnet));
+    }
+    if let Some(ip) = &settings.static_ip {
+        annotations.insert(ANNOTATION_IPV4.into(), json!(ip));
+    }
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": settings.name,
+            "namespace": NAMESPACE,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+            "annotations": annotations,
+        },
+        "spec": {
+            "type": "LoadBalancer",
+            "selector": {COREDNS_SELECTOR.0: COREDNS_SELECTOR.1},
+            // One load balancer carries both protocols (MixedProtocolLBService, GA since 1.26).
+            "ports": [
+                {"name": "dns-udp", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+            ],
+        },
+    })
+}
+
+/// True when the Service is ours (created by the operator).
+pub fn is_ours(svc: &Service) -> bool {
+    svc.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .map(String::as_str)
+        == Some(MANAGED_BY)
+}
+
+/// True when the observed Service already has everything [`desired`] asks for.
+pub fn is_converged(svc: &Service, settings: &DnsServiceSettings) -> bool {
+    let annotations = svc.metadata.annotations.clone().unwrap_or_default();
+    let annotation_is =
+        |key: &str, want: Option<&str>| annotations.get(key).map(String::as_str) == want;
+    let Some(spec) = &svc.spec else { return false };
+    let selector_ok = spec.selector.as_ref().is_some_and(|s| {
+        s.len() == 1 && s.get(COREDNS_SELECTOR.0).map(String::as_str) == Some(COREDNS_SELECTOR.1)
+    });
+    let mut ports: Vec<(i32, String, Option<String>)> = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                p.name.clone(),
+            )
+        })
+        .collect();
+    ports.sort();
+    is_ours(svc)
+        && spec.type_.as_deref() == Some("LoadBalancer")
+        && selector_ok
+        && ports
+            == vec![
+                (53, "TCP".to_string(), Some("dns-tcp".to_string())),
+                (53, "UDP".to_string(), Some("dns-udp".to_string())),
+            ]
+        && spec.ports.iter().flatten().all(|p| {
+            p.target_port
+                == Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(53))
+        })
+        && annotation_is(ANNOTATION_INTERNAL, Some("true"))
+        && annotation_is(ANNOTATION_SUBNET, settings.subnet.as_deref())
+        && annotation_is(ANNOTATION_IPV4, settings.static_ip.as_deref())
+}
+
+/// The DNS server IP the Service offers: its load balancer IP, once assigned, and only if it is the
+/// static IP the link asked for (Azure may take a moment to move the frontend).
+pub fn dns_server_ip(svc: &Service, settings: &DnsServiceSettings) -> Option<String> {
+    let ip = crate::service_link::load_balancer_ip(svc)?;
+    match &settings.static_ip {
+        Some(wanted) if *wanted != ip => None,
+        _ => Some(ip),
+    }
+}
+
+/// A link's claim on a DNS Service: its name, when it was created, and what it wants.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    /// Name of the link.
+    pub link: String,
+    /// Creation time of the link, as RFC 3339 (sorts chronologically).
+    pub created: String,
+    /// What it wants.
+    pub settings: DnsServiceSettings,
+}
+
+/// Which claim decides the Service's settings: the oldest link naming it (then by name), so the
+/// answer is stable and the first link keeps the Service.
+pub fn deciding_claim<'a>(claims: &'a [Claim], name: &str) -> Option<&'a Claim> {
+    claims
+        .iter()
+        .filter(|c| c.settings.name == name)
+        .min_by(|a, b| (&a.created, &a.link).cmp(&(&b.created, &b.link)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying: the only part of this duty that talks to the apiserver.
+// ---------------------------------------------------------------------------------------------
+
+/// Result of the DNS Service duty for one link.
+pub struct DnsOutcome {
+    /// The `DnsServiceReady` condition.
+    pub duty: DutyStatus,
+    /// The DNS server IP the link's App Services should use, once there is one.
+    pub server_ip: Option<String>,
+}
+
+/// The DNS Service settings a link asks for.
+pub fn settings(link: &AppServiceLink) -> DnsServiceSettings {
+    DnsServiceSettings {
+        name: link.spec.dns.service.name.clone(),
+        static_ip: link.spec.dns.service.static_ip.clone(),
+        subnet: link
+            .spec
+            .dns
+            .service
+            .subnet
+            .clone()
+            .or_else(|| link.spec.services.subnet.clone()),
+    }
+}
+
+fn claims(ctx: &Context) -> Vec<Claim> {
+    ctx.live_links()
+        .iter()
+        .filter(|l| validation::validate(&l.spec).is_empty())
+        .map(|l| Claim {
+            link: l.name_any(),
+            created: l
+                .meta()
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default(),
+            settings: settings(l),
+        })
+        .collect()
+}
+
+fn api(ctx: &Context) -> Api<Service> {
+    Api::namespaced(ctx.client.clone(), NAMESPACE)
+}
+
+/// Makes sure the link's DNS Service exists as the deciding link wants it, and reads its IP.
+pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcome, Error> {
+    let mine = settings(link);
+    let name = &mine.name;
+    let claims = claims(ctx);
+    let decider =
+        deciding_claim(&claims, name).expect("a valid live link always claims its own DNS Service");
+    if decider.settings != mine {
+        let message = format!(
+            "AppServiceLink {} already configures Service {NAMESPACE}/{name} with {}; use the same settings or another spec.dns.service.name",
+            decider.link,
+            describe(&decider.settings)
+        );
+        return Ok(DnsOutcome {
+            duty: DutyStatus::blocked(types::DNS_SERVICE, "DnsServiceConflict", message),
+            server_ip: None,
+        });
+    }
+    let observed = ctx.services.get(&ObjectRef::new(name).within(NAMESPACE));
+    if let Some(svc) = observed.as_deref().filter(|s| !is_ours(s)) {
+        let message = format!(
+            "Service {NAMESPACE}/{} exists and was not created by AppServiceLink (no label {MANAGED_BY_LABEL}={MANAGED_BY}); choose another spec.dns.service.name",
+            svc.name_any()
+        );
+        return Ok(DnsOutcome {
+            duty: DutyStatus::blocked(types::DNS_SERVICE, "DnsServiceNameTaken", message),
+            server_ip: None,
+        });
+    }
+    let current = match observed {
+        Some(svc) if is_converged(&svc, &mine) => (*svc).clone(),
+        _ => {
+            let applied = api(ctx)
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&desired(&mine)),
+                )
+                .await
+                .map_err(|e| Error::kube(format!("applying DNS Service {NAMESPACE}/{name}"), e))?;
+            ctx.event(
+                link,
+                EventType::Normal,
+                "DnsServiceApplied",
+                format!(
+                    "DNS Service {NAMESPACE}/{name} applied ({})",
+                    describe(&mine)
+                ),
+            )
+            .await;
+            applied
+        }
+    };
+    collect_orphans(ctx, link).await?;
+    Ok(match dns_server_ip(&current, &mine) {
+        Some(ip) => DnsOutcome {
+            duty: DutyStatus::ready(
+                types::DNS_SERVICE,
+                "LoadBalancerReady",
+                format!("Service {NAMESPACE}/{name} serves DNS on {ip}"),
+            ),
+            server_ip: Some(ip),
+        },
+        None => DnsOutcome {
+            duty: DutyStatus::waiting(
+                types::DNS_SERVICE,
+                "WaitingForLoadBalancerIP",
+                format!("waiting for load balancer IP of Service {NAMESPACE}/{name}"),
+            ),
+            server_ip: None,
+        },
+    })
+}
+
+/// Deletes our DNS Services that no live link names any more (after a rename, or a deletion).
+async fn collect_orphans(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
+    let named: Vec<String> = ctx
+        .live_links()
+        .iter()
+        .map(|l| l.spec.dns.service.name.clone())
+        .collect();
+    let orphans: Vec<String> = ctx
+        .services
+        .state()
+        .iter()
+        .filter(|s| {
+            s.namespace().as_deref() == Some(NAMESPACE)
+                && is_ours(s)
+                && !named.contains(&s.name_any())
+        })
+        .map(|s| s.name_any())
+        .collect();
+    for name in orphans {
+        match api(ctx).delete(&name, &Default::default()).await {
+            Ok(_) => {
+                ctx.event(
+                    link,
+                    EventType::Normal,
+                    "DnsServiceDeleted",
+                    format!("DNS Service {NAMESPACE}/{name} deleted: no link uses it"),
+                )
+                .await
+            }
+            Err(err) if is_not_found(&err) => {}
+            Err(err) => {
+                return Err(Error::kube(
+                    format!("deleting DNS Service {NAMESPACE}/{name}"),
+                    err,
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the link's DNS Service if no other live link uses it.
+pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
+    collect_orphans(ctx, link).await
+}
+
+fn describe(settings: &DnsServiceSettings) -> String {
+    format!(
+        "staticIP {}, subnet {}",
+        settings
+            .static_ip
+            .as_deref()
+            .unwrap_or("(assigned by Azure)"),
+        settings.subnet.as_deref().unwrap_or("(default)")
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use appservicelink::arm::ArmClient;
+use appservicelink::{azure_auth, controller, crd, telemetry};
+
+/// AppServiceLink: links Azure App Services to AKS Services over internal load balancers and CoreDNS.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller against the cluster in KUBECONFIG, ~/.kube/config, or the in-cluster config.
+    Run(RunArgs),
+    /// Print the AppServiceLink CustomResourceDefinition as YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Name of the CoreDNS Deployment in kube-system, rolled when the override changes.
+    #[arg(
+        long,
+        env = "APPSERVICELINK_COREDNS_DEPLOYMENT",
+        default_value = "coredns"
+    )]
+    coredns_deployment: String,
+    /// Roll the CoreDNS Deployment when the override changes (otherwise CoreDNS's reload plugin picks
+    /// the change up within about a minute).
+    #[arg(long, env = "APPSERVICELINK_RESTART_COREDNS", default_value_t = true, action = clap::ArgAction::Set)]
+    restart_coredns: bool,
+    /// Seconds between full reconciles of every link, which repair drift.
+    #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    resync_seconds: u64,
+    /// Azure Resource Manager endpoint (China: https://management.chinacloudapi.cn, US Gov:
+    /// https://management.usgovcloudapi.net). The token scope is derived from it.
+    #[arg(long, env = "APPSERVICELINK_ARM_ENDPOINT", default_value = azure_auth::PUBLIC_ARM_ENDPOINT)]
+    arm_endpoint: String,
+    /// Entra ID authority host (default: the public cloud; AKS workload identity sets AZURE_AUTHORITY_HOST).
+    #[arg(long, env = "AZURE_AUTHORITY_HOST")]
+    azure_authority_host: Option<String>,
+    /// Extra PEM CA bundle to trust for ARM and the authority host, besides the system roots.
+    #[arg(long, env = "APPSERVICELINK_AZURE_CA_BUNDLE")]
+    azure_ca_bundle: Option<std::path::PathBuf>,
+    /// Azure credential; `auto` picks workload identity, client secret, Azure CLI (outside a cluster)
+    /// or managed identity from the environment.
+    #[arg(
+        long,
+        env = "APPSERVICELINK_AZURE_CREDENTIAL",
+        value_enum,
+        default_value = "auto"
+    )]
+    azure_credential: azure_auth::CredentialKind,
+    /// Seconds before an ARM or token request times out.
+    #[arg(long, env = "APPSERVICELINK_ARM_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    arm_timeout_seconds: u64,
+    /// Log format; `RUST_LOG` sets the filter (default `info`).
+    #[arg(
+        long,
+        env = "APPSERVICELINK_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: telemetry::LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crd => print!("{}", crd::crd_yaml()),
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            // kube's rustls and reqwest's may both be compiled in; one provider for the process avoids
+            // rustls refusing to choose (DESIGN.md, "Rust toolchain facts").
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let client = kube::Client::try_default().await?;
+            let config = controller::Config {
+                coredns_deployment: args.coredns_deployment,
+                restart_coredns: args.restart_coredns,
+                resync: Duration::from_secs(args.resync_seconds),
+            };
+            let azure = azure_auth::AzureConfig {
+                arm_endpoint: args.arm_endpoint,
+                authority_host: args.azure_authority_host,
+                ca_bundle: args.azure_ca_bundle,
+                credential: args.azure_credential,
+                request_timeout: Duration::from_secs(args.arm_timeout_seconds),
+            };
+            let arm = arm_client(&azure);
+            if let Err(reason) = &arm {
+                tracing::warn!(%reason, "Azure access is not configured; links that name App Services will report it");
+            }
+            controller::run(client, config, arm).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The ARM client, or why it could not be built (reported on links that need it).
+fn arm_client(azure: &azure_auth::AzureConfig) -> Result<ArmClient, String> {
+    let http = azure.http_client().map_err(|e| e.to_string())?;
+    let credential = azure.credential(&http).map_err(|e| e.to_string())?;
+    Ok(ArmClient::new(
+        http,
+        &azure.arm_endpoint,
+        azure.scope(),
+        credential,
+    ))
+}

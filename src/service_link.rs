@@ -1,0 +1,610 @@
+//! Duty 1: the Services a link selects become internal Azure load balancers, and go back to exactly
+//! what they were when the link lets them go.
+//!
+//! The conversion is a server-side apply of `spec.type` and a few annotations. The Service's previous
+//! type and annotation values are recorded in an annotation on the Service itself, so they survive
+//! operator restarts and link re-creation, and unlinking can put them back.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::controller::{current_status, is_not_found, Context, Error};
+use crate::crd::{AppServiceLink, LinkedServiceState, LinkedServiceStatus};
+use crate::status::{types, DutyStatus};
+use crate::validation;
+
+/// Makes the Azure load balancer internal (cloud-provider-azure).
+pub const ANNOTATION_INTERNAL: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
+/// Places the internal load balancer's frontend in this subnet (a subnet name, cloud-provider-azure).
+pub const ANNOTATION_SUBNET: &str =
+    "service.beta.kubernetes.io/azure-load-balancer-internal-subnet";
+/// The link that converted the Service.
+pub const ANNOTATION_LINK: &str = "appservicelink.io/link";
+/// JSON record of the Service's type and annotations before the conversion.
+pub const ANNOTATION_PREVIOUS: &str = "appservicelink.io/previous-state";
+/// Field manager for Service conversions and restores.
+pub const FIELD_MANAGER: &str = "appservicelink-service";
+
+/// The annotations a conversion sets, whose previous values are recorded.
+const RECORDED_ANNOTATIONS: [&str; 2] = [ANNOTATION_INTERNAL, ANNOTATION_SUBNET];
+
+/// How a link wants its Services converted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkSettings {
+    /// Name of the link.
+    pub link: String,
+    /// Subnet name for the internal load balancer, when the link sets one.
+    pub subnet: Option<String>,
+    /// Whether a public LoadBalancer may be turned internal.
+    pub allow_public: bool,
+}
+
+/// What a Service was before the conversion.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousState {
+    /// `spec.type` before the conversion.
+    #[serde(rename = "type")]
+    pub service_type: String,
+    /// Values of the annotations the conversion sets; `None` where the annotation was absent.
+    pub annotations: BTreeMap<String, Option<String>>,
+}
+
+impl PreviousState {
+    /// Records what `svc` is now.
+    pub fn of(svc: &Service) -> Self {
+        let annotations = RECORDED_ANNOTATIONS
+            .iter()
+            .map(|key| (key.to_string(), annotation(svc, key).map(str::to_string)))
+            .collect();
+        Self {
+            service_type: service_type(svc).to_string(),
+            annotations,
+        }
+    }
+
+    /// Reads the record from the Service's annotation, if it is there and readable.
+    pub fn recorded_on(svc: &Service) -> Option<Self> {
+        serde_json::from_str(annotation(svc, ANNOTATION_PREVIOUS)?).ok()
+    }
+}
+
+/// Why a selected Service is left alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `spec.clusterIP: None` has no IP for a load balancer to front.
+    Headless,
+    /// An ExternalName Service is only a DNS alias.
+    ExternalName,
+    /// Already a public LoadBalancer; converting it changes who can reach it.
+    PublicLoadBalancer,
+}
+
+impl SkipReason {
+    /// A message saying why, and what to do about it.
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::Headless => "headless Service (clusterIP: None) cannot be a load balancer",
+            Self::ExternalName => "ExternalName Service is a DNS alias and cannot be a load balancer",
+            Self::PublicLoadBalancer => {
+                "already a public LoadBalancer; set spec.services.allowPublicLoadBalancerConversion to make it internal"
+            }
+        }
+    }
+}
+
+/// What to do with one selected Service.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServicePlan {
+    /// Already as the link wants it: write nothing.
+    Converged,
+    /// Server-side apply this body (with force: the link deliberately takes these fields over).
+    Apply(Value),
+    /// Another field manager changed fields the link applied; these are its names.
+    Reverted { managers: Vec<String>, apply: Value },
+    /// Left alone, for this reason.
+    Skip(SkipReason),
+    /// Another live link holds the Service with the same settings: shared, nothing to write.
+    SharedWith(String),
+    /// Another live link holds the Service with different settings.
+    Conflict { holder: String },
+}
+
+/// Decides what to do with `svc` for the link `want`. `holder` is the live link that currently holds
+/// the Service according to its annotation, with that link's settings, when it is another link that
+/// still selects the Service.
+pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -> ServicePlan {
+    if let Some(holder) = holder.filter(|h| h.link != want.link) {
+        return if holder.subnet == want.subnet {
+            ServicePlan::SharedWith(holder.link.clone())
+        } else {
+            ServicePlan::Conflict {
+                holder: holder.link.clone(),
+            }
+        };
+    }
+    let ours = annotation(svc, ANNOTATION_LINK).is_some();
+    if !ours {
+        if is_headless(svc) {
+            return ServicePlan::Skip(SkipReason::Headless);
+        }
+        if service_type(svc) == "ExternalName" {
+            return ServicePlan::Skip(SkipReason::ExternalName);
+        }
+        if service_type(svc) == "LoadBalancer"
+            && annotation(svc, ANNOTATION_INTERNAL) != Some("true")
+            && !want.allow_public
+        {
+            return ServicePlan::Skip(SkipReason::PublicLoadBalancer);
+        }
+    }
+    let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+    let body = apply_body(svc, want, &previous);
+    let differing = differing_fields(svc, want, &previous);
+    if differing.is_empty() {
+        return ServicePlan::Converged;
+    }
+    if !ours {
+        return ServicePlan::Apply(body);
+    }
+    let managers = foreign_owners(
+        svc.metadata.managed_fields.as_deref().unwrap_or_default(),
+        &differing,
+    );
+    if managers.is_empty() {
+        ServicePlan::Apply(body)
+    } else {
+        ServicePlan::Reverted {
+            managers,
+            apply: body,
+        }
+    }
+}
+
+/// The subnet a converted Service carries: the link's, or else whatever it had before.
+fn desired_subnet<'a>(want: &'a LinkSettings, previous: &'a PreviousState) -> Option<&'a str> {
+    want.subnet.as_deref().or_else(|| {
+        previous
+            .annotations
+            .get(ANNOTATION_SUBNET)
+            .and_then(|v| v.as_deref())
+    })
+}
+
+/// The server-side apply body that converts `svc` for `want`, carrying the `previous` record.
+pub fn apply_body(svc: &Service, want: &LinkSettings, previous: &PreviousState) -> Value {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(ANNOTATION_INTERNAL.into(), json!("true"));
+    if let Some(subnet) = desired_subnet(want, previous) {
+        annotations.insert(ANNOTATION_SUBNET.into(), json!(subnet));
+    }
+    annotations.insert(ANNOTATION_LINK.into(), json!(want.link));
+    annotations.insert(
+        ANNOTATION_PREVIOUS.into(),
+        json!(serde_json::to_string(previous).expect("a PreviousState always serializes")),
+    );
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": svc.metadata.name,
+            "namespace": svc.metadata.namespace,
+            "annotations": annotations,
+        },
+        "spec": {"type": "LoadBalancer"},
+    })
+}
+
+/// Paths (in managedFields terms) of the fields whose observed value differs from what `want` asks.
+fn differing_fields(
+    svc: &Service,
+    want: &LinkSettings,
+    previous: &PreviousState,
+) -> Vec<Vec<String>> {
+    let annotation_path = |key: &str| {
+        vec![
+            "f:metadata".to_string(),
+            "f:annotations".into(),
+            format!("f:{key}"),
+        ]
+    };
+    let mut differing = Vec::new();
+    if service_type(svc) != "LoadBalancer" {
+        differing.push(vec!["f:spec".to_string(), "f:type".into()]);
+    }
+    let previous_json = serde_json::to_string(previous).expect("a PreviousState always serializes");
+    let wanted = [
+        (ANNOTATION_INTERNAL, Some("true")),
+        (ANNOTATION_SUBNET, desired_subnet(want, previous)),
+        (ANNOTATION_LINK, Some(want.link.as_str())),
+        (ANNOTATION_PREVIOUS, Some(previous_json.as_str())),
+    ];
+    for (key, value) in wanted {
+        if annotation(svc, key) != value {
+            differing.push(annotation_path(key));
+        }
+    }
+    differing
+}
+
+/// Field managers other than ours that own any of `paths`.
+pub fn foreign_owners(managed_fields: &[ManagedFieldsEntry], paths: &[Vec<String>]) -> Vec<String> {
+    let mut managers: Vec<String> = managed_fields
+        .iter()
+        .filter(|entry| entry.manager.as_deref() != Some(FIELD_MANAGER))
+        .filter(|entry| {
+            let fields = entry.fields_v1.as_ref().map(|f| &f.0);
+            paths.iter().any(|path| owns(fields, path))
+        })
+        .filter_map(|entry| entry.manager.clone())
+        .collect();
+    managers.sort();
+    managers.dedup();
+    managers
+}
+
+fn owns(fields: Option<&Value>, path: &[String]) -> bool {
+    let mut node = match fields {
+        Some(node) => node,
+        None => return false,
+    };
+    for step in path {
+        match node.get(step) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The merge patch that puts `svc` back as it was before the conversion, or `None` when the
+/// previous-state record is missing or unreadable (the Service is then left as it is).
+///
+/// Going back to ClusterIP: the apiserver clears nodePorts, healthCheckNodePort,
+/// externalTrafficPolicy and allocateLoadBalancerNodePorts itself when the request leaves them
+/// unchanged, but refuses leftover `loadBalancerSourceRanges`, so those are nulled in the same request.
+pub fn restore_patch(svc: &Service) -> Option<Value> {
+    let previous = PreviousState::recorded_on(svc)?;
+    let mut annotations = serde_json::Map::new();
+    for key in RECORDED_ANNOTATIONS {
+        let value = previous.annotations.get(key).cloned().flatten();
+        annotations.insert(key.to_string(), value.map_or(Value::Null, Value::String));
+    }
+    annotations.insert(ANNOTATION_LINK.into(), Value::Null);
+    annotations.insert(ANNOTATION_PREVIOUS.into(), Value::Null);
+    let mut spec = serde_json::Map::new();
+    spec.insert("type".into(), json!(previous.service_type));
+    let has_source_ranges = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.load_balancer_source_ranges.as_ref())
+        .is_some_and(|r| !r.is_empty());
+    if previous.service_type != "LoadBalancer" && has_source_ranges {
+        spec.insert("loadBalancerSourceRanges".into(), Value::Null);
+    }
+    Some(json!({"metadata": {"annotations": annotations}, "spec": spec}))
+}
+
+/// The link named in the Service's annotation, if any.
+pub fn holder(svc: &Service) -> Option<&str> {
+    annotation(svc, ANNOTATION_LINK)
+}
+
+/// The load balancer's IP, once the cloud provider has assigned one.
+pub fn load_balancer_ip(svc: &Service) -> Option<String> {
+    svc.status
+        .as_ref()?
+        .load_balancer
+        .as_ref()?
+        .ingress
+        .as_ref()?
+        .iter()
+        .find_map(|ingress| ingress.ip.clone())
+}
+
+/// True when `svc` is an internal load balancer as `want` asks (its IP may still be pending).
+pub fn is_internal_load_balancer(svc: &Service) -> bool {
+    service_type(svc) == "LoadBalancer" && annotation(svc, ANNOTATION_INTERNAL) == Some("true")
+}
+
+fn annotation<'a>(svc: &'a Service, key: &str) -> Option<&'a str> {
+    svc.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+fn service_type(svc: &Service) -> &str {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        .unwrap_or("ClusterIP")
+}
+
+fn is_headless(svc: &Service) -> bool {
+    svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying the plan: the only part of this duty that talks to the apiserver.
+// ---------------------------------------------------------------------------------------------
+
+/// How many times the operator re-applies a conversion another field manager reverted before it
+/// stops and reports the fight instead (until the link's spec changes).
+pub const MAX_REVERTS: i32 = 3;
+
+/// Result of the Service duty for one link.
+pub struct ServicesOutcome {
+    /// The `ServicesReady` condition.
+    pub duty: DutyStatus,
+    /// One entry per selected Service, for status.
+    pub entries: Vec<LinkedServiceStatus>,
+}
+
+/// This link's conversion settings.
+pub fn settings(link: &AppServiceLink) -> LinkSettings {
+    LinkSettings {
+        link: link.name_any(),
+        subnet: link.spec.services.subnet.clone(),
+        allow_public: link.spec.services.allow_public_load_balancer_conversion,
+    }
+}
+
+/// The live, valid link (other than `except`) that holds `svc` per its annotation and still selects it.
+fn live_holder(ctx: &Context, svc: &Service, except: &str) -> Option<LinkSettings> {
+    let holder = holder(svc).filter(|h| *h != except)?;
+    ctx.live_links()
+        .into_iter()
+        .find(|l| {
+            l.name_any() == holder
+                && validation::validate(&l.spec).is_empty()
+                && ctx.selects(l, svc)
+        })
+        .map(|l| settings(&l))
+}
+
+/// Converts every Service the link selects, and lets go of those it no longer selects.
+pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesOutcome, Error> {
+    let want = settings(link);
+    let zone = &link.spec.dns.zone;
+    let previous_entries = current_status(link)
+        .map(|s| s.services.clone())
+        .unwrap_or_default();
+    let mut all = ctx.services.state();
+    all.sort_by_key(|s| (s.namespace(), s.name_any()));
+    let mut entries = Vec::new();
+    for svc in all.iter().filter(|s| ctx.selects(link, s)) {
+        let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
+        let reverts = previous_entries
+            .iter()
+            .find(|e| e.namespace == namespace && e.name == name)
+            .map_or(0, |e| e.reverts);
+        let mut entry = LinkedServiceStatus {
+            fqdn: format!("{name}.{namespace}.{zone}"),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            reverts,
+            ..Default::default()
+        };
+        let holder = live_holder(ctx, svc, &want.link);
+        let observed = match plan(svc, &want, holder.as_ref()) {
+            ServicePlan::Converged => Some((**svc).clone()),
+            ServicePlan::Apply(body) => {
+                let applied = apply(ctx, svc, &body).await?;
+                if applied.is_some() {
+                    ctx.event(
+                        link,
+                        EventType::Normal,
+                        "ServiceConverted",
+                        format!("Service {namespace}/{name} is now an internal load balancer"),
+                    )
+                    .await;
+                }
+                applied
+            }
+            ServicePlan::Reverted {
+                managers,
+                apply: body,
+            } => {
+                let managers = managers.join(", ");
+                if reverts >= MAX_REVERTS {
+                    entry.state = LinkedServiceState::Conflict;
+                    entry.message = Some(format!(
+                        "field manager(s) {managers} keep reverting the conversion; stopped re-applying after {MAX_REVERTS} attempts. Stop managing spec.type and the load-balancer annotations of this Service in that tool (for Argo CD: ignoreDifferences with RespectIgnoreDifferences=true), then edit the link to retry"
+                    ));
+                    entries.push(entry);
+                    continue;
+                }
+                entry.reverts = reverts + 1;
+                ctx.event(link, EventType::Warning, "ServiceReverted", format!("field manager(s) {managers} reverted Service {namespace}/{name}; re-applying ({} of {MAX_REVERTS})", reverts + 1)).await;
+                apply(ctx, svc, &body).await?
+            }
+            ServicePlan::Skip(reason) => {
+                entry.state = LinkedServiceState::Skipped;
+                entry.message = Some(reason.message().into());
+                entries.push(entry);
+                continue;
+            }
+            ServicePlan::SharedWith(holder) => {
+                entry.message = Some(format!(
+                    "shared with AppServiceLink {holder}, which converted it"
+                ));
+                Some((**svc).clone())
+            }
+            ServicePlan::Conflict { holder } => {
+                entry.state = LinkedServiceState::Conflict;
+                entry.message = Some(format!(
+                    "AppServiceLink {holder} already holds this Service with a different subnet; it keeps it until it lets go"
+                ));
+                entries.push(entry);
+                continue;
+            }
+        };
+        // A Service deleted mid-way simply drops out.
+        let Some(observed) = observed else { continue };
+        entry.internal_ip = is_internal_load_balancer(&observed)
+            .then(|| load_balancer_ip(&observed))
+            .flatten();
+        entry.state = if entry.internal_ip.is_some() {
+            LinkedServiceState::Linked
+        } else {
+            LinkedServiceState::Pending
+        };
+        entries.push(entry);
+    }
+    for svc in all
+        .iter()
+        .filter(|s| holder(s) == Some(want.link.as_str()) && !ctx.selects(link, s))
+    {
+        release(ctx, link, svc).await?;
+    }
+    Ok(ServicesOutcome {
+        duty: duty_status(&entries),
+        entries,
+    })
+}
+
+/// Lets go of every Service the link holds (the link is being deleted).
+pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
+    let name = link.name_any();
+    for svc in ctx
+        .services
+        .state()
+        .iter()
+        .filter(|s| holder(s) == Some(name.as_str()))
+    {
+        release(ctx, link, svc).await?;
+    }
+    Ok(())
+}
+
+/// Hands `svc` over to another live link that selects it, or restores it.
+async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<(), Error> {
+    let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
+    let next = ctx.live_links().into_iter().find(|l| {
+        l.name_any() != link.name_any()
+            && validation::validate(&l.spec).is_empty()
+            && ctx.selects(l, svc)
+    });
+    if let Some(next) = next {
+        let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+        if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
+            .await?
+            .is_some()
+        {
+            ctx.event(
+                link,
+                EventType::Normal,
+                "ServiceHandedOver",
+                format!(
+                    "Service {namespace}/{name} handed over to AppServiceLink {}",
+                    next.name_any()
+                ),
+            )
+            .await;
+        }
+        return Ok(());
+    }
+    let Some(patch) = restore_patch(svc) else {
+        ctx.event(link, EventType::Warning, "RestoreImpossible", format!(
+            "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is"
+        )).await;
+        return Ok(());
+    };
+    let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.event(
+                link,
+                EventType::Normal,
+                "ServiceRestored",
+                format!(
+                    "Service {namespace}/{name} restored to type {}",
+                    patch["spec"]["type"].as_str().unwrap_or_default()
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        Err(err) if is_not_found(&err) => Ok(()),
+        Err(err) => Err(Error::kube(
+            format!("restoring Service {namespace}/{name}"),
+            err,
+        )),
+    }
+}
+
+/// Server-side applies `body` to `svc`. `None` when the Service was deleted meanwhile: the body
+/// carries the Service's uid as a precondition, so apply never re-creates a deleted Service.
+async fn apply(ctx: &Context, svc: &Service, body: &Value) -> Result<Option<Service>, Error> {
+    let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
+    let mut body = body.clone();
+    body["metadata"]["uid"] = json!(svc.metadata.uid);
+    let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
+    match api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(applied) => Ok(Some(applied)),
+        Err(err) if is_not_found(&err) || is_conflict(&err) && !exists(&api, &name).await => {
+            Ok(None)
+        }
+        Err(err) => Err(Error::kube(
+            format!("converting Service {namespace}/{name}"),
+            err,
+        )),
+    }
+}
+
+fn is_conflict(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 409)
+}
+
+async fn exists(api: &Api<Service>, name: &str) -> bool {
+    !matches!(api.get_opt(name).await, Ok(None))
+}
+
+fn duty_status(entries: &[LinkedServiceStatus]) -> DutyStatus {
+    let count = |state| entries.iter().filter(|e| e.state == state).count();
+    let (linked, pending, skipped, conflicts) = (
+        count(LinkedServiceState::Linked),
+        count(LinkedServiceState::Pending),
+        count(LinkedServiceState::Skipped),
+        count(LinkedServiceState::Conflict),
+    );
+    let summary = format!("{linked} linked, {pending} pending, {skipped} skipped, {conflicts} in conflict (see status.services)");
+    if conflicts > 0 {
+        DutyStatus::blocked(types::SERVICES, "ServiceConflict", summary)
+    } else if pending > 0 {
+        DutyStatus::waiting(types::SERVICES, "WaitingForLoadBalancerIP", summary)
+    } else if entries.is_empty() {
+        DutyStatus::ready(
+            types::SERVICES,
+            "NoServicesSelected",
+            "no Service matches spec.services.selector",
+        )
+    } else {
+        DutyStatus::ready(types::SERVICES, "ServicesLinked", summary)
+    }
+}
+
+#[cfg(test)]
+mod tests;

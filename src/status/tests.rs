@@ -1,0 +1,123 @@
+use super::*;
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).unwrap()
+}
+
+fn duties(dns_ready: bool) -> Vec<DutyStatus> {
+    vec![
+        DutyStatus::ready(types::SERVICES, "ServicesLinked", "2 Services linked"),
+        if dns_ready {
+            DutyStatus::ready(
+                types::DNS_SERVICE,
+                "LoadBalancerReady",
+                "DNS server 10.240.0.53",
+            )
+        } else {
+            DutyStatus::waiting(
+                types::DNS_SERVICE,
+                "WaitingForLoadBalancerIP",
+                "waiting for load balancer IP",
+            )
+        },
+    ]
+}
+
+fn find<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[test]
+fn ready_summarises_the_duties() {
+    let done = conditions(&duties(true), Some(3), &[], t(0));
+    assert_eq!(find(&done, types::READY).unwrap().status, "True");
+    assert!(find(&done, types::RECONCILING).is_none());
+    assert!(find(&done, types::STALLED).is_none());
+    let waiting = conditions(&duties(false), Some(3), &[], t(0));
+    let ready = find(&waiting, types::READY).unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", "WaitingForLoadBalancerIP")
+    );
+    assert_eq!(
+        ready.message,
+        "DnsServiceReady: waiting for load balancer IP"
+    );
+    assert_eq!(find(&waiting, types::RECONCILING).unwrap().status, "True");
+    assert_eq!(
+        find(&waiting, types::READY).unwrap().observed_generation,
+        Some(3)
+    );
+}
+
+#[test]
+fn a_conflict_stalls() {
+    let mut d = duties(true);
+    d.push(DutyStatus::blocked(
+        types::COREDNS_OVERRIDE,
+        "ForeignK8sExternal",
+        "key x.override already uses k8s_external",
+    ));
+    let c = conditions(&d, Some(1), &[], t(0));
+    assert_eq!(
+        find(&c, types::STALLED).unwrap().reason,
+        "ForeignK8sExternal"
+    );
+    assert!(find(&c, types::RECONCILING).is_none());
+}
+
+#[test]
+fn a_quiet_recompute_is_identical_and_timestamps_move_only_on_a_flip() {
+    let first = conditions(&duties(false), Some(1), &[], t(0));
+    let again = conditions(&duties(false), Some(1), &first, t(60));
+    assert_eq!(first, again, "nothing changed, so nothing to write");
+    let flipped = conditions(&duties(true), Some(1), &again, t(120));
+    assert_eq!(
+        find(&flipped, types::READY).unwrap().last_transition_time,
+        Time(t(120))
+    );
+    assert_eq!(
+        find(&flipped, types::SERVICES)
+            .unwrap()
+            .last_transition_time,
+        Time(t(0))
+    );
+}
+
+#[test]
+fn problems_are_reported_once_when_they_appear() {
+    let svc = |state| LinkedServiceStatus {
+        namespace: "shop".into(),
+        name: "web".into(),
+        state,
+        fqdn: "web.shop.z".into(),
+        message: Some("public".into()),
+        ..Default::default()
+    };
+    let observed = |state| Observed {
+        services: vec![svc(state)],
+        ..Default::default()
+    };
+    let old = build(
+        &duties(true),
+        observed(LinkedServiceState::Linked),
+        Some(1),
+        None,
+        t(0),
+    );
+    let new = build(
+        &duties(true),
+        observed(LinkedServiceState::Skipped),
+        Some(1),
+        Some(&old),
+        t(1),
+    );
+    assert_eq!(
+        new_problems(Some(&old), &new),
+        vec![(
+            "ServiceSkipped".to_string(),
+            "Service shop/web: public".to_string()
+        )]
+    );
+    assert!(new_problems(Some(&new), &new).is_empty());
+}

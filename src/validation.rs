@@ -1,0 +1,206 @@
+//! The controller's own check of a link's spec, mirroring the CRD's CEL rules.
+//!
+//! Admission normally refuses bad input, but an object can slip past it (an older CRD, a direct
+//! etcd write). A zone reaches the Corefile only after passing [`validate`]: a bad Corefile takes DNS
+//! down for the whole cluster. A unit test runs the CRD's CEL rules and these checks over the same
+//! inputs, so the two cannot drift apart.
+
+use crate::crd::{AppServiceLinkSpec, AppServiceTarget};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+/// A spec field that breaks a rule, with a message saying what to fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    /// JSON path of the field, e.g. `spec.dns.zone`.
+    pub field: String,
+    /// What is wrong and what a valid value looks like.
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: &str) -> InvalidField {
+    InvalidField {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+/// Every rule a link's spec breaks, in field order. Empty when the spec is valid.
+pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
+    let mut errors = Vec::new();
+    if selector_is_empty(&spec.services.selector) {
+        errors.push(invalid(
+            "spec.services.selector",
+            "must not be empty: an empty selector would expose every Service in the cluster",
+        ));
+    }
+    check_subnet(
+        &mut errors,
+        "spec.services.subnet",
+        spec.services.subnet.as_deref(),
+    );
+    if !is_zone(&spec.dns.zone) {
+        errors.push(invalid("spec.dns.zone", ZONE_MESSAGE));
+    }
+    if !is_service_name(&spec.dns.service.name) {
+        errors.push(invalid(
+            "spec.dns.service.name",
+            "must be a Service name: lower-case letters, digits and '-', starting with a letter, at most 63 characters",
+        ));
+    }
+    if let Some(ip) = &spec.dns.service.static_ip {
+        if !is_ipv4(ip) {
+            errors.push(invalid(
+                "spec.dns.service.staticIP",
+                "must be an IPv4 address such as 10.240.0.53",
+            ));
+        }
+    }
+    check_subnet(
+        &mut errors,
+        "spec.dns.service.subnet",
+        spec.dns.service.subnet.as_deref(),
+    );
+    if let Some(ip) = &spec.app_services.alternate_dns_server {
+        if !is_ipv4(ip) {
+            errors.push(invalid(
+                "spec.appServices.alternateDnsServer",
+                "must be an IPv4 address such as 168.63.129.16",
+            ));
+        }
+    }
+    for (i, target) in spec.app_services.targets.iter().enumerate() {
+        check_target(
+            &mut errors,
+            &format!("spec.appServices.targets[{i}]"),
+            target,
+        );
+    }
+    errors
+}
+
+/// The message for a bad zone, shared with the CEL rule.
+pub const ZONE_MESSAGE: &str = "must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters";
+
+fn check_subnet(errors: &mut Vec<InvalidField>, field: &str, subnet: Option<&str>) {
+    if let Some(subnet) = subnet {
+        if !is_subnet(subnet) {
+            errors.push(invalid(
+                field,
+                "must be an Azure subnet name: 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit",
+            ));
+        }
+    }
+}
+
+fn check_target(errors: &mut Vec<InvalidField>, path: &str, target: &AppServiceTarget) {
+    if !is_guid(&target.subscription_id) {
+        errors.push(invalid(
+            format!("{path}.subscriptionId"),
+            "must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)",
+        ));
+    }
+    if !is_resource_group(&target.resource_group) {
+        errors.push(invalid(
+            format!("{path}.resourceGroup"),
+            "must be a resource group name: 1-90 letters, digits, '_', '(', ')', '-' or '.', not ending in '.'",
+        ));
+    }
+    if !is_hyphenated_name(&target.name, 2, 60) {
+        errors.push(invalid(
+            format!("{path}.name"),
+            "must be an App Service name: 2-60 letters, digits or '-', not starting or ending with '-'",
+        ));
+    }
+    if let Some(slot) = &target.slot {
+        if !is_hyphenated_name(slot, 1, 59) {
+            errors.push(invalid(
+                format!("{path}.slot"),
+                "must be a slot name: 1-59 letters, digits or '-', not starting or ending with '-'",
+            ));
+        }
+    }
+}
+
+/// True when a selector selects everything.
+pub fn selector_is_empty(selector: &LabelSelector) -> bool {
+    selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && selector
+            .match_expressions
+            .as_ref()
+            .is_none_or(|e| e.is_empty())
+}
+
+/// A lower-case DNS name of RFC 1123 labels, at most 253 characters, no trailing dot.
+pub fn is_zone(zone: &str) -> bool {
+    zone.len() <= 253 && zone.split('.').all(is_dns_label)
+}
+
+fn is_dns_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A Kubernetes Service name: an RFC 1035 label.
+pub fn is_service_name(name: &str) -> bool {
+    is_dns_label(name) && name.as_bytes()[0].is_ascii_lowercase()
+}
+
+/// A dotted-quad IPv4 address without leading zeros.
+pub fn is_ipv4(ip: &str) -> bool {
+    let octets: Vec<&str> = ip.split('.').collect();
+    octets.len() == 4
+        && octets.iter().all(|o| {
+            !o.is_empty()
+                && o.len() <= 3
+                && o.bytes().all(|b| b.is_ascii_digit())
+                && (o.len() == 1 || !o.starts_with('0'))
+                && o.parse::<u16>().is_ok_and(|n| n <= 255)
+        })
+}
+
+fn is_subnet(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=80).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && bytes[0].is_ascii_alphanumeric()
+        && (bytes[bytes.len() - 1].is_ascii_alphanumeric() || bytes[bytes.len() - 1] == b'_')
+}
+
+fn is_guid(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn is_resource_group(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=90).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'(' | b')' | b'-' | b'.'))
+        && bytes[bytes.len() - 1] != b'.'
+}
+
+fn is_hyphenated_name(name: &str, min: usize, max: usize) -> bool {
+    let bytes = name.as_bytes();
+    (min..=max).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+#[cfg(test)]
+mod tests;

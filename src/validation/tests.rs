@@ -1,0 +1,219 @@
+use super::*;
+use crate::crd::AppServiceLink;
+use kube::CustomResourceExt;
+use serde_json::{json, Value};
+
+fn spec_json() -> Value {
+    json!({
+        "services": {"selector": {"matchLabels": {"appservicelink.io/expose": "true"}}, "subnet": "ilb-subnet"},
+        "dns": {"zone": "mydomain.local", "service": {"name": "appservicelink-dns", "staticIP": "10.240.0.53"}},
+        "appServices": {
+            "targets": [{"subscriptionId": "00000000-1111-2222-3333-444444444444", "resourceGroup": "rg-web", "name": "contoso-web", "slot": "staging"}],
+            "alternateDnsServer": "168.63.129.16"
+        }
+    })
+}
+
+fn with(pointer: &str, value: Value) -> Value {
+    let mut spec = spec_json();
+    *spec
+        .pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("no field {pointer}")) = value;
+    spec
+}
+
+/// Errors from the controller's own validation, as field paths.
+fn rust_errors(spec: &Value) -> Vec<String> {
+    let spec: AppServiceLinkSpec = serde_json::from_value(spec.clone()).unwrap();
+    validate(&spec).into_iter().map(|e| e.field).collect()
+}
+
+/// Errors from the CRD's CEL rules, evaluated the way an apiserver does.
+fn cel_errors(spec: &Value) -> Vec<String> {
+    let crd = serde_json::to_value(AppServiceLink::crd()).unwrap();
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
+    let object = json!({"apiVersion": "appservicelink.io/v1alpha1", "kind": "AppServiceLink",
+                        "metadata": {"name": "x"}, "spec": spec});
+    match kube_cel::Validator::new().validate(schema, &object, None) {
+        Ok(()) => vec![],
+        Err(errors) => errors.iter().map(|e| e.field_path.clone()).collect(),
+    }
+}
+
+/// Inputs each check must refuse, as (JSON pointer into the spec, value, field path in the error).
+fn bad_inputs() -> Vec<(&'static str, Value, &'static str)> {
+    let long_zone = vec!["a".repeat(63); 4].join(".");
+    vec![
+        ("/services/selector", json!({}), "spec.services.selector"),
+        (
+            "/services/selector",
+            json!({"matchLabels": {}}),
+            "spec.services.selector",
+        ),
+        ("/services/subnet", json!("-subnet"), "spec.services.subnet"),
+        ("/services/subnet", json!("sub net"), "spec.services.subnet"),
+        ("/dns/zone", json!("MyDomain.local"), "spec.dns.zone"),
+        ("/dns/zone", json!("my domain.local"), "spec.dns.zone"),
+        ("/dns/zone", json!("mydomain.local {"), "spec.dns.zone"),
+        (
+            "/dns/zone",
+            json!("mydomain.local\nforward . 8.8.8.8"),
+            "spec.dns.zone",
+        ),
+        (
+            "/dns/zone",
+            json!("mydomain.local # comment"),
+            "spec.dns.zone",
+        ),
+        ("/dns/zone", json!("mydomain.local."), "spec.dns.zone"),
+        ("/dns/zone", json!("-bad.local"), "spec.dns.zone"),
+        ("/dns/zone", json!(""), "spec.dns.zone"),
+        ("/dns/zone", json!(long_zone), "spec.dns.zone"),
+        (
+            "/dns/zone",
+            json!(format!("{}.local", "a".repeat(64))),
+            "spec.dns.zone",
+        ),
+        (
+            "/dns/service/name",
+            json!("Bad_Name"),
+            "spec.dns.service.name",
+        ),
+        (
+            "/dns/service/staticIP",
+            json!("10.240.0.256"),
+            "spec.dns.service.staticIP",
+        ),
+        (
+            "/dns/service/staticIP",
+            json!("10.240.0"),
+            "spec.dns.service.staticIP",
+        ),
+        (
+            "/dns/service/staticIP",
+            json!("fd00::53"),
+            "spec.dns.service.staticIP",
+        ),
+        (
+            "/dns/service/staticIP",
+            json!("010.240.0.53"),
+            "spec.dns.service.staticIP",
+        ),
+        (
+            "/appServices/alternateDnsServer",
+            json!("dns.example"),
+            "spec.appServices.alternateDnsServer",
+        ),
+        (
+            "/appServices/targets/0/subscriptionId",
+            json!("not-a-guid"),
+            "spec.appServices.targets[0].subscriptionId",
+        ),
+        (
+            "/appServices/targets/0/resourceGroup",
+            json!("rg."),
+            "spec.appServices.targets[0].resourceGroup",
+        ),
+        (
+            "/appServices/targets/0/resourceGroup",
+            json!("rg/web"),
+            "spec.appServices.targets[0].resourceGroup",
+        ),
+        (
+            "/appServices/targets/0/name",
+            json!("-web"),
+            "spec.appServices.targets[0].name",
+        ),
+        (
+            "/appServices/targets/0/name",
+            json!("w"),
+            "spec.appServices.targets[0].name",
+        ),
+        (
+            "/appServices/targets/0/name",
+            json!("contoso_web"),
+            "spec.appServices.targets[0].name",
+        ),
+        (
+            "/appServices/targets/0/slot",
+            json!("staging-"),
+            "spec.appServices.targets[0].slot",
+        ),
+    ]
+}
+
+fn good_inputs() -> Vec<(&'static str, Value)> {
+    vec![
+        ("/dns/zone", json!("internal")),
+        ("/dns/zone", json!("svc.contoso-internal.example")),
+        ("/dns/zone", json!(vec!["a".repeat(63); 3].join("."))),
+        ("/dns/service/staticIP", json!("0.0.0.0")),
+        ("/dns/service/staticIP", json!("255.255.255.255")),
+        (
+            "/services/selector",
+            json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+        ),
+        ("/services/subnet", json!("ilb_subnet.1_")),
+        ("/appServices/targets/0/resourceGroup", json!("rg(web)-1")),
+        ("/appServices/targets/0/slot", json!("s")),
+    ]
+}
+
+#[test]
+fn the_example_spec_is_valid() {
+    assert_eq!(rust_errors(&spec_json()), Vec::<String>::new());
+    assert_eq!(cel_errors(&spec_json()), Vec::<String>::new());
+}
+
+#[test]
+fn the_controller_refuses_every_bad_input_naming_the_field() {
+    for (pointer, value, field) in bad_inputs() {
+        let spec = with(pointer, value.clone());
+        assert_eq!(
+            rust_errors(&spec),
+            vec![field.to_string()],
+            "input {pointer} = {value}"
+        );
+    }
+}
+
+#[test]
+fn the_crd_cel_rules_refuse_the_same_inputs() {
+    for (pointer, value, field) in bad_inputs() {
+        let spec = with(pointer, value.clone());
+        let errors = cel_errors(&spec);
+        // kube-cel reports array elements as `targets[0]`, like the apiserver.
+        assert!(
+            errors.iter().any(|e| e == field),
+            "CEL did not refuse {pointer} = {value} (errors: {errors:?})"
+        );
+    }
+}
+
+#[test]
+fn valid_edge_cases_pass_both_checks() {
+    for (pointer, value) in good_inputs() {
+        let spec = with(pointer, value.clone());
+        assert_eq!(
+            rust_errors(&spec),
+            Vec::<String>::new(),
+            "controller refused {pointer} = {value}"
+        );
+        assert_eq!(
+            cel_errors(&spec),
+            Vec::<String>::new(),
+            "CEL refused {pointer} = {value}"
+        );
+    }
+}
+
+#[test]
+fn errors_say_what_to_fix() {
+    let spec = with("/dns/zone", json!("Bad Zone"));
+    let spec: AppServiceLinkSpec = serde_json::from_value(spec).unwrap();
+    let errors = validate(&spec);
+    assert_eq!(
+        errors[0].to_string(),
+        format!("spec.dns.zone: {ZONE_MESSAGE}")
+    );
+}

@@ -1,0 +1,114 @@
+//! The committed CRD is the generated one, and it is one a real apiserver accepts and `kubectl
+//! explain` can document.
+
+use serde_json::Value;
+
+const COMMITTED: &str = include_str!("../crds/appservicelink.io_appservicelinks.yaml");
+
+fn generated() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+        .arg("crd")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "appservicelink crd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn schema() -> Value {
+    let crd: Value = serde_norway::from_str(COMMITTED).unwrap();
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+#[test]
+fn committed_crd_matches_the_binary() {
+    assert!(
+        generated() == COMMITTED,
+        "crds/ is stale: run `cargo run -- crd > crds/appservicelink.io_appservicelinks.yaml`"
+    );
+}
+
+/// Visits every schema node with its path.
+fn walk(path: &str, node: &Value, visit: &mut dyn FnMut(&str, &Value)) {
+    visit(path, node);
+    if let Some(props) = node.get("properties").and_then(Value::as_object) {
+        for (name, child) in props {
+            walk(&format!("{path}.{name}"), child, visit);
+        }
+    }
+    if let Some(items) = node.get("items") {
+        walk(&format!("{path}[]"), items, visit);
+    }
+    if let Some(values) = node.get("additionalProperties").filter(|v| v.is_object()) {
+        walk(&format!("{path}{{}}"), values, visit);
+    }
+}
+
+#[test]
+fn the_schema_is_structural() {
+    let mut problems = Vec::new();
+    walk("", &schema(), &mut |path, node| {
+        let obj = node.as_object().unwrap();
+        if obj.is_empty() {
+            problems.push(format!("{path}: empty schema"));
+        } else if !obj.contains_key("type")
+            && !obj.contains_key("x-kubernetes-preserve-unknown-fields")
+            && !obj.contains_key("x-kubernetes-int-or-string")
+        {
+            problems.push(format!("{path}: no type"));
+        }
+        for forbidden in [
+            "$ref",
+            "anyOf",
+            "oneOf",
+            "allOf",
+            "additionalItems",
+            "$schema",
+        ] {
+            if obj.contains_key(forbidden) && path.is_empty() {
+                problems.push(format!("{path}: {forbidden} at the root"));
+            }
+        }
+    });
+    assert!(problems.is_empty(), "{problems:#?}");
+}
+
+#[test]
+fn every_field_has_a_description_for_kubectl_explain() {
+    let mut missing = Vec::new();
+    walk("", &schema(), &mut |path, node| {
+        let is_field = !path.is_empty() && !path.ends_with("[]") && !path.ends_with('}');
+        if is_field
+            && node
+                .get("description")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        {
+            missing.push(path.to_string());
+        }
+    });
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:#?}"
+    );
+}
+
+#[test]
+fn cluster_scoped_with_short_name_status_and_printer_columns() {
+    let crd: Value = serde_norway::from_str(COMMITTED).unwrap();
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["names"]["shortNames"][0], "asl");
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Ready", "DNS Server", "Services", "Age"]);
+}

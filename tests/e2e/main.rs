@@ -1,0 +1,5 @@
+//! End-to-end scenarios: the real operator binary against the simulated Kubernetes API server,
+//! driven with kubectl as a user would.
+
+mod harness;
+mod scenarios;
