@@ -139,10 +139,7 @@ impl AzureConfig {
         Ok(match kind {
             CredentialKind::WorkloadIdentity => {
                 let options = WorkloadIdentityCredentialOptions {
-                    credential_options: ClientAssertionCredentialOptions {
-                        client_options,
-                        ..Default::default()
-                    },
+                    credential_options: ClientAssertionCredentialOptions { client_options },
                     ..Default::default()
                 };
                 WorkloadIdentityCredential::new(Some(options)).map_err(credential_error)?
@@ -164,7 +161,6 @@ impl AzureConfig {
                 let options = ManagedIdentityCredentialOptions {
                     user_assigned_id,
                     client_options,
-                    ..Default::default()
                 };
                 ManagedIdentityCredential::new(Some(options)).map_err(credential_error)?
             }

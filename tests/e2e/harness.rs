@@ -1,14 +1,20 @@
 //! One simulated cluster per test, the real operator binary against it, and kubectl to drive it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use azure_sim::{AzureSim, AzureSimOptions};
 use kube_sim::{RecordedRequest, SimCluster, SimOptions};
 use serde_json::Value;
 
 pub const LINKS: (&str, &str) = ("appservicelink.io/v1alpha1", "AppServiceLink");
 pub const CRD: &str = include_str!("../../crds/appservicelink.io_appservicelinks.yaml");
+
+/// The service principal the operator authenticates as against the simulated token endpoint.
+const AZURE_CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+/// Its secret; a test asserts it never reaches the operator's log.
+pub const AZURE_CLIENT_SECRET: &str = "sim-client-secret";
 
 /// How long a scenario waits for the operator to get somewhere before failing.
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -20,6 +26,8 @@ pub struct Harness {
     operator: Option<Child>,
     operator_runs: usize,
     extra_args: Vec<String>,
+    env: Vec<(String, String)>,
+    azure: Option<AzureSim>,
 }
 
 impl Harness {
@@ -39,6 +47,8 @@ impl Harness {
             operator: None,
             operator_runs: 0,
             extra_args: Vec::new(),
+            env: Vec::new(),
+            azure: None,
         };
         h.apply(CRD);
         h.kubectl_ok(&[
@@ -58,6 +68,38 @@ impl Harness {
         h
     }
 
+    /// Starts the simulated ARM and token endpoint, and configures the operator to use them with a
+    /// client-secret credential, trusting the simulation's CA.
+    pub async fn with_azure(&mut self) {
+        let sim = AzureSim::start(AzureSimOptions {
+            clients: vec![(AZURE_CLIENT_ID.to_string(), AZURE_CLIENT_SECRET.to_string())],
+            ..Default::default()
+        })
+        .await
+        .expect("simulated Azure starts");
+        let ca = self.dir.path().join("azure-ca.pem");
+        sim.write_ca(&ca).unwrap();
+        let env = [
+            ("APPSERVICELINK_ARM_ENDPOINT", sim.arm_endpoint()),
+            ("AZURE_AUTHORITY_HOST", sim.authority_host()),
+            ("APPSERVICELINK_AZURE_CA_BUNDLE", ca.display().to_string()),
+            (
+                "APPSERVICELINK_AZURE_CREDENTIAL",
+                "client-secret".to_string(),
+            ),
+            ("AZURE_TENANT_ID", sim.tenant_id().to_string()),
+            ("AZURE_CLIENT_ID", AZURE_CLIENT_ID.to_string()),
+            ("AZURE_CLIENT_SECRET", AZURE_CLIENT_SECRET.to_string()),
+        ];
+        self.env = env.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        self.azure = Some(sim);
+    }
+
+    /// The simulated Azure side.
+    pub fn azure(&self) -> &AzureSim {
+        self.azure.as_ref().expect("with_azure() was called")
+    }
+
     /// Extra flags for the operator's `run` command (takes effect at the next start).
     pub fn operator_args(&mut self, args: &[&str]) {
         self.extra_args = args.iter().map(|a| a.to_string()).collect();
@@ -67,12 +109,16 @@ impl Harness {
         assert!(self.operator.is_none(), "operator already running");
         self.operator_runs += 1;
         let log = std::fs::File::create(self.log_path(self.operator_runs)).unwrap();
+        let mut args = vec!["run".to_string()];
+        if !self.extra_args.iter().any(|a| a == "--resync-seconds") {
+            args.extend(["--resync-seconds".to_string(), "3600".to_string()]);
+        }
+        args.extend(self.extra_args.iter().cloned());
         let child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
-            .arg("run")
-            .args(["--resync-seconds", "3600"])
-            .args(&self.extra_args)
+            .args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,appservicelink=debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -97,10 +143,6 @@ impl Harness {
         (1..=self.operator_runs)
             .map(|run| std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
             .collect()
-    }
-
-    pub fn kubeconfig(&self) -> &Path {
-        &self.kubeconfig
     }
 
     /// Runs kubectl against the simulated cluster.

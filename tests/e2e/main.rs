@@ -1,5 +1,6 @@
 //! End-to-end scenarios: the real operator binary against the simulated Kubernetes API server,
 //! driven with kubectl as a user would.
 
+mod app_services;
 mod harness;
 mod scenarios;

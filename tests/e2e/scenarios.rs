@@ -346,7 +346,7 @@ async fn a_foreign_k8s_external_is_a_conflict_and_nothing_is_written() {
     assert_eq!(writes_to(&h, "/configmaps/coredns-custom"), 0);
     assert_eq!(writes_to(&h, "/deployments/coredns"), 0);
     assert_eq!(h.condition("web", "Stalled").unwrap().0, "True");
-    let events = h.kubectl_ok(&["get", "events", "-A", "-o", "json"]);
+    let events = h.kubectl_ok(&["get", "events.events.k8s.io", "-A", "-o", "json"]);
     assert!(
         events.contains("ForeignK8sExternal"),
         "a Warning event names the conflict: {events}"
@@ -466,7 +466,7 @@ async fn a_bad_zone_that_slipped_past_admission_never_reaches_the_corefile() {
         "",
         "",
     ));
-    let (status, reason, message) = h
+    let (status, _reason, message) = h
         .eventually("InvalidSpec", |h| {
             h.condition("bad", "Ready").filter(|c| c.1 == "InvalidSpec")
         })
@@ -554,7 +554,7 @@ async fn a_gitops_tool_reverting_the_conversion_is_named_and_not_fought_forever(
         .await;
     }
     revert();
-    let (status, reason, message) = h
+    let (status, _reason, message) = h
         .eventually("the fight reported", |h| {
             h.condition("web", "ServicesReady")
                 .filter(|c| c.1 == "ServiceConflict")

@@ -13,7 +13,11 @@ pub struct Cause {
 
 impl Cause {
     pub fn new(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Cause { reason: reason.into(), field: field.into(), message: message.into() }
+        Cause {
+            reason: reason.into(),
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
     /// `field.Invalid`: `Invalid value: <value>: <detail>`.
@@ -24,8 +28,11 @@ impl Cause {
 
     /// `field.Required`: `Required value` (+ detail).
     pub fn required(field: impl Into<String>, detail: &str) -> Self {
-        let message =
-            if detail.is_empty() { "Required value".to_string() } else { format!("Required value: {detail}") };
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
         Cause::new("FieldValueRequired", field, message)
     }
 
@@ -37,18 +44,30 @@ impl Cause {
     /// `field.NotSupported`: `Unsupported value: "x": supported values: "a", "b"`.
     pub fn not_supported(field: impl Into<String>, value: &Value, supported: &[Value]) -> Self {
         let list: Vec<String> = supported.iter().map(go_value).collect();
-        let message = format!("Unsupported value: {}: supported values: {}", go_value(value), list.join(", "));
+        let message = format!(
+            "Unsupported value: {}: supported values: {}",
+            go_value(value),
+            list.join(", ")
+        );
         Cause::new("FieldValueNotSupported", field, message)
     }
 
     /// `field.TooLong`.
     pub fn too_long(field: impl Into<String>, max: u64) -> Self {
-        Cause::new("FieldValueTooLong", field, format!("Too long: may not be more than {max} bytes"))
+        Cause::new(
+            "FieldValueTooLong",
+            field,
+            format!("Too long: may not be more than {max} bytes"),
+        )
     }
 
     /// `field.TooMany`.
     pub fn too_many(field: impl Into<String>, actual: usize, max: u64) -> Self {
-        Cause::new("FieldValueTooMany", field, format!("Too many: {actual}: must have at most {max} items"))
+        Cause::new(
+            "FieldValueTooMany",
+            field,
+            format!("Too many: {actual}: must have at most {max} items"),
+        )
     }
 
     /// How the apiserver prints one field error: `<field>: <message>`.
@@ -73,15 +92,36 @@ pub fn go_value(value: &Value) -> String {
 /// Every error the simulated apiserver can answer with.
 #[derive(Debug, Clone)]
 pub enum ApiError {
-    NotFound { group: String, resource: String, name: String },
+    NotFound {
+        group: String,
+        resource: String,
+        name: String,
+    },
     /// A URL that names no known resource.
     NoSuchResource,
-    AlreadyExists { group: String, resource: String, name: String },
+    AlreadyExists {
+        group: String,
+        resource: String,
+        name: String,
+    },
     /// Optimistic-concurrency failure (stale `resourceVersion` or precondition).
-    Conflict { group: String, resource: String, name: String, detail: String },
+    Conflict {
+        group: String,
+        resource: String,
+        name: String,
+        detail: String,
+    },
     /// Server-side apply conflicts with other field managers.
-    ApplyConflict { message: String, causes: Vec<Cause> },
-    Invalid { kind: String, group: String, name: String, causes: Vec<Cause> },
+    ApplyConflict {
+        message: String,
+        causes: Vec<Cause>,
+    },
+    Invalid {
+        kind: String,
+        group: String,
+        name: String,
+        causes: Vec<Cause>,
+    },
     BadRequest(String),
     /// A 422 without field causes (e.g. a JSON patch operation that failed).
     Unprocessable(String),
@@ -103,7 +143,13 @@ impl std::error::Error for ApiError {}
 fn summarize(causes: &[Cause]) -> String {
     match causes {
         [one] => one.to_line(),
-        many => format!("[{}]", many.iter().map(Cause::to_line).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(Cause::to_line)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
@@ -118,7 +164,11 @@ fn qualified(resource: &str, group: &str) -> String {
 
 impl ApiError {
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
-        ApiError::NotFound { group: group.into(), resource: resource.into(), name: name.into() }
+        ApiError::NotFound {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+        }
     }
 
     pub fn conflict(group: &str, resource: &str, name: &str) -> Self {
@@ -132,13 +182,20 @@ impl ApiError {
     }
 
     pub fn invalid(kind: &str, group: &str, name: &str, causes: Vec<Cause>) -> Self {
-        ApiError::Invalid { kind: kind.into(), group: group.into(), name: name.into(), causes }
+        ApiError::Invalid {
+            kind: kind.into(),
+            group: group.into(),
+            name: name.into(),
+            causes,
+        }
     }
 
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchResource => 404,
-            ApiError::AlreadyExists { .. } | ApiError::Conflict { .. } | ApiError::ApplyConflict { .. } => 409,
+            ApiError::AlreadyExists { .. }
+            | ApiError::Conflict { .. }
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Forbidden(_) => 403,
@@ -166,17 +223,42 @@ impl ApiError {
 
     pub fn message(&self) -> String {
         match self {
-            ApiError::NotFound { group, resource, name } => {
+            ApiError::NotFound {
+                group,
+                resource,
+                name,
+            } => {
                 format!("{} {name:?} not found", qualified(resource, group))
             }
-            ApiError::AlreadyExists { group, resource, name } => {
+            ApiError::AlreadyExists {
+                group,
+                resource,
+                name,
+            } => {
                 format!("{} {name:?} already exists", qualified(resource, group))
             }
-            ApiError::Conflict { group, resource, name, detail } => {
-                format!("Operation cannot be fulfilled on {} {name:?}: {detail}", qualified(resource, group))
+            ApiError::Conflict {
+                group,
+                resource,
+                name,
+                detail,
+            } => {
+                format!(
+                    "Operation cannot be fulfilled on {} {name:?}: {detail}",
+                    qualified(resource, group)
+                )
             }
-            ApiError::Invalid { kind, group, name, causes } => {
-                format!("{} {name:?} is invalid: {}", qualified(kind, group), summarize(causes))
+            ApiError::Invalid {
+                kind,
+                group,
+                name,
+                causes,
+            } => {
+                format!(
+                    "{} {name:?} is invalid: {}",
+                    qualified(kind, group),
+                    summarize(causes)
+                )
             }
             ApiError::NoSuchResource => "the server could not find the requested resource".into(),
             ApiError::ApplyConflict { message, .. } => message.clone(),
@@ -204,14 +286,31 @@ impl ApiError {
             d
         };
         match self {
-            ApiError::NotFound { group, resource, name }
-            | ApiError::AlreadyExists { group, resource, name }
-            | ApiError::Conflict { group, resource, name, .. } => {
-                Some(with_group(json!({"name": name, "kind": resource}), group))
+            ApiError::NotFound {
+                group,
+                resource,
+                name,
             }
-            ApiError::Invalid { kind, group, name, causes: c } => {
-                Some(with_group(json!({"name": name, "kind": kind, "causes": causes(c)}), group))
+            | ApiError::AlreadyExists {
+                group,
+                resource,
+                name,
             }
+            | ApiError::Conflict {
+                group,
+                resource,
+                name,
+                ..
+            } => Some(with_group(json!({"name": name, "kind": resource}), group)),
+            ApiError::Invalid {
+                kind,
+                group,
+                name,
+                causes: c,
+            } => Some(with_group(
+                json!({"name": name, "kind": kind, "causes": causes(c)}),
+                group,
+            )),
             ApiError::ApplyConflict { causes: c, .. } => Some(json!({"causes": causes(c)})),
             ApiError::NoSuchResource => Some(json!({})),
             _ => None,
@@ -248,7 +347,11 @@ mod tests {
             "AppServiceLink",
             "appservicelink.io",
             "x",
-            vec![Cause::invalid("spec.dns.zone", &json!("string"), "must be a DNS name")],
+            vec![Cause::invalid(
+                "spec.dns.zone",
+                &json!("string"),
+                "must be a DNS name",
+            )],
         );
         assert_eq!(
             err.to_status()["message"],

@@ -38,8 +38,12 @@ impl PathElement {
         match prefix {
             "f:" => Some(PathElement::Field(rest.to_string())),
             // Re-serialize so that keys from other writers compare canonically.
-            "k:" => Some(PathElement::Key(serde_json::from_str::<Value>(rest).ok()?.to_string())),
-            "v:" => Some(PathElement::Value(serde_json::from_str::<Value>(rest).ok()?.to_string())),
+            "k:" => Some(PathElement::Key(
+                serde_json::from_str::<Value>(rest).ok()?.to_string(),
+            )),
+            "v:" => Some(PathElement::Value(
+                serde_json::from_str::<Value>(rest).ok()?.to_string(),
+            )),
             "i:" => rest.parse().ok().map(PathElement::Index),
             _ => None,
         }
@@ -90,14 +94,7 @@ impl FieldSet {
         }
     }
 
-    pub fn child(&self, pe: &PathElement) -> Option<&FieldSet> {
-        self.children.get(pe)
-    }
-
-    pub fn has_member(&self, pe: &PathElement) -> bool {
-        self.members.contains(pe)
-    }
-
+    #[cfg(test)]
     pub fn contains(&self, path: &[PathElement]) -> bool {
         match path {
             [] => false,
@@ -110,7 +107,10 @@ impl FieldSet {
     pub fn touches(&self, path: &[PathElement]) -> bool {
         match path {
             [] => !self.is_empty(),
-            [last] => self.members.contains(last) || self.children.get(last).is_some_and(|c| !c.is_empty()),
+            [last] => {
+                self.members.contains(last)
+                    || self.children.get(last).is_some_and(|c| !c.is_empty())
+            }
             [first, rest @ ..] => self.children.get(first).is_some_and(|c| c.touches(rest)),
         }
     }
@@ -119,7 +119,10 @@ impl FieldSet {
         let mut out = self.clone();
         out.members.extend(other.members.iter().cloned());
         for (pe, child) in &other.children {
-            let merged = out.children.get(pe).map_or_else(|| child.clone(), |mine| mine.union(child));
+            let merged = out
+                .children
+                .get(pe)
+                .map_or_else(|| child.clone(), |mine| mine.union(child));
             out.children.insert(pe.clone(), merged);
         }
         out
@@ -226,7 +229,10 @@ impl FieldSet {
             }
             let mut encoded = child.to_fields_v1();
             if self.members.contains(pe) {
-                encoded.as_object_mut().expect("object").insert(".".into(), Value::Object(Map::new()));
+                encoded
+                    .as_object_mut()
+                    .expect("object")
+                    .insert(".".into(), Value::Object(Map::new()));
             }
             map.insert(pe.encode(), encoded);
         }
@@ -240,8 +246,11 @@ impl FieldSet {
             if key == "." {
                 continue;
             }
-            let pe = PathElement::decode(key).ok_or_else(|| format!("invalid fieldsV1 path element {key:?}"))?;
-            let child_map = child.as_object().ok_or("fieldsV1 entries must be objects")?;
+            let pe = PathElement::decode(key)
+                .ok_or_else(|| format!("invalid fieldsV1 path element {key:?}"))?;
+            let child_map = child
+                .as_object()
+                .ok_or("fieldsV1 entries must be objects")?;
             if child_map.is_empty() || child_map.contains_key(".") {
                 set.members.insert(pe.clone());
             }
@@ -292,6 +301,9 @@ mod tests {
     #[test]
     fn displays_like_structured_merge_diff() {
         let key = PathElement::key(json!({"port": 80, "protocol": "TCP"}).as_object().unwrap());
-        assert_eq!(path_string(&[f("spec"), f("ports"), key, f("nodePort")]), ".spec.ports[port=80,protocol=\"TCP\"].nodePort");
+        assert_eq!(
+            path_string(&[f("spec"), f("ports"), key, f("nodePort")]),
+            ".spec.ports[port=80,protocol=\"TCP\"].nodePort"
+        );
     }
 }

@@ -10,7 +10,9 @@ pub fn meta(obj: &Value) -> Option<&Map<String, Value>> {
 /// The `metadata` map, created if missing (or if it was not an object).
 pub fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
     let root = obj.as_object_mut().expect("objects are JSON maps");
-    let entry = root.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let entry = root
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !entry.is_object() {
         *entry = Value::Object(Map::new());
     }
@@ -37,14 +39,6 @@ pub fn labels(obj: &Value) -> Option<&Map<String, Value>> {
     meta(obj)?.get("labels")?.as_object()
 }
 
-pub fn string_map<'a>(obj: &'a Value, field: &str) -> impl Iterator<Item = (&'a str, &'a str)> {
-    meta(obj)
-        .and_then(|m| m.get(field))
-        .and_then(Value::as_object)
-        .into_iter()
-        .flat_map(|m| m.iter().filter_map(|(k, v)| Some((k.as_str(), v.as_str()?))))
-}
-
 pub fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
     meta(obj)?.get("annotations")?.get(key)?.as_str()
 }
@@ -53,34 +47,23 @@ pub fn finalizers(obj: &Value) -> Vec<String> {
     meta(obj)
         .and_then(|m| m.get("finalizers"))
         .and_then(Value::as_array)
-        .map(|f| f.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    meta(obj).and_then(|m| m.get("deletionTimestamp")).is_some_and(|t| !t.is_null())
+    meta(obj)
+        .and_then(|m| m.get("deletionTimestamp"))
+        .is_some_and(|t| !t.is_null())
 }
 
 /// Follows a dotted path of map keys.
 pub fn pointer<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a Value> {
     path.iter().try_fold(obj, |v, k| v.get(k))
-}
-
-pub fn str_at<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a str> {
-    pointer(obj, path)?.as_str()
-}
-
-/// Sets `path` (creating intermediate maps) to `value`.
-pub fn set_at(obj: &mut Value, path: &[&str], value: Value) {
-    let (last, parents) = path.split_last().expect("non-empty path");
-    let mut cur = obj;
-    for key in parents {
-        if !cur.get(*key).is_some_and(Value::is_object) {
-            cur[*key] = Value::Object(Map::new());
-        }
-        cur = cur.get_mut(*key).expect("just ensured");
-    }
-    cur[*last] = value;
 }
 
 /// Removes `path`; returns the removed value.
@@ -110,7 +93,14 @@ pub fn parse_timestamp(s: &str) -> Option<jiff::Timestamp> {
 pub fn new_uid() -> String {
     let bits = random_u128();
     let hex = format!("{bits:032x}");
-    format!("{}-{}-4{}-a{}-{}", &hex[0..8], &hex[8..12], &hex[13..16], &hex[17..20], &hex[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
 }
 
 /// The 5-character suffix `generateName` appends (same alphabet as the apiserver: no vowels, no ambiguous digits).
@@ -150,27 +140,43 @@ pub fn human_duration(seconds: i64) -> String {
     }
     let minutes = s / 60;
     if minutes < 10 {
-        return if s % 60 == 0 { format!("{minutes}m") } else { format!("{minutes}m{}s", s % 60) };
+        return if s % 60 == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{}s", s % 60)
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
     }
     let hours = s / 3600;
     if hours < 8 {
-        return if minutes % 60 == 0 { format!("{hours}h") } else { format!("{hours}h{}m", minutes % 60) };
+        return if minutes % 60 == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{}m", minutes % 60)
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
-        return if hours % 24 == 0 { format!("{}d", hours / 24) } else { format!("{}d{}h", hours / 24, hours % 24) };
+        return if hours % 24 == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, hours % 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
     }
     let days = hours / 24;
     if hours < 24 * 365 * 8 {
-        return if days % 365 == 0 { format!("{}y", days / 365) } else { format!("{}y{}d", days / 365, days % 365) };
+        return if days % 365 == 0 {
+            format!("{}y", days / 365)
+        } else {
+            format!("{}y{}d", days / 365, days % 365)
+        };
     }
     format!("{}y", days / 365)
 }

@@ -18,14 +18,21 @@ impl PatchType {
             "application/json-patch+json" => Some(PatchType::Json),
             "application/merge-patch+json" => Some(PatchType::Merge),
             "application/strategic-merge-patch+json" => Some(PatchType::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+cbor" => Some(PatchType::Apply),
+            "application/apply-patch+yaml" | "application/apply-patch+cbor" => {
+                Some(PatchType::Apply)
+            }
             _ => None,
         }
     }
 }
 
 /// Applies a JSON, merge or strategic patch to `live`.
-pub fn apply(kind: PatchType, live: &Value, patch: &Value, schema: Schema) -> Result<Value, ApiError> {
+pub fn apply(
+    kind: PatchType,
+    live: &Value,
+    patch: &Value,
+    schema: Schema,
+) -> Result<Value, ApiError> {
     let patched = match kind {
         PatchType::Merge => {
             let mut doc = live.clone();
@@ -36,15 +43,27 @@ pub fn apply(kind: PatchType, live: &Value, patch: &Value, schema: Schema) -> Re
             let ops: json_patch::Patch = serde_json::from_value(patch.clone())
                 .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
             let mut doc = live.clone();
-            // The apiserver answers a failing operation (including `test`) with 422.
-            json_patch::patch(&mut doc, &ops).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+            for op in ops.0.iter() {
+                // The apiserver's JSON patch library lets `test` of a missing path against `null` pass;
+                // kube-runtime's finalizer helper relies on it when adding the first finalizer.
+                if let json_patch::PatchOperation::Test(test) = op {
+                    if test.value.is_null() && test.path.resolve(&doc).is_err() {
+                        continue;
+                    }
+                }
+                // The apiserver answers a failing operation (including `test`) with 422.
+                json_patch::patch(&mut doc, std::slice::from_ref(op))
+                    .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+            }
             doc
         }
         PatchType::Strategic => strategic_merge(live, patch, schema)?,
         PatchType::Apply => unreachable!("apply patches go through server-side apply"),
     };
     if !patched.is_object() {
-        return Err(ApiError::BadRequest("the patch did not produce an object".into()));
+        return Err(ApiError::BadRequest(
+            "the patch did not produce an object".into(),
+        ));
     }
     Ok(patched)
 }
@@ -57,7 +76,9 @@ const DELETE_FROM_PRIMITIVE_LIST: &str = "$deleteFromPrimitiveList/";
 /// Strategic merge patch for maps: like a merge patch, but lists whose schema declares
 /// `x-kubernetes-patch-strategy: merge` merge item by item, and the SMP directives are honoured.
 pub fn strategic_merge(live: &Value, patch: &Value, schema: Schema) -> Result<Value, ApiError> {
-    let Some(patch_map) = patch.as_object() else { return Ok(patch.clone()) };
+    let Some(patch_map) = patch.as_object() else {
+        return Ok(patch.clone());
+    };
     match patch_map.get(DIRECTIVE).and_then(Value::as_str) {
         Some("replace") => return Ok(without_directives(patch)),
         Some("delete") => return Ok(Value::Null),
@@ -84,9 +105,13 @@ pub fn strategic_merge(live: &Value, patch: &Value, schema: Schema) -> Result<Va
         }
         let child_schema = schema.field(key);
         let merged = match (out.get(key), value) {
-            (Some(current @ Value::Object(_)), Value::Object(_)) => strategic_merge(current, value, child_schema)?,
+            (Some(current @ Value::Object(_)), Value::Object(_)) => {
+                strategic_merge(current, value, child_schema)?
+            }
             (current, Value::Array(items)) => merge_list(current, items, child_schema)?,
-            (None, Value::Object(_)) => strategic_merge(&Value::Object(Map::new()), value, child_schema)?,
+            (None, Value::Object(_)) => {
+                strategic_merge(&Value::Object(Map::new()), value, child_schema)?
+            }
             _ => value.clone(),
         };
         if merged.is_null() {
@@ -101,11 +126,19 @@ pub fn strategic_merge(live: &Value, patch: &Value, schema: Schema) -> Result<Va
     Ok(Value::Object(out))
 }
 
-fn merge_list(current: Option<&Value>, patch_items: &[Value], schema: Schema) -> Result<Value, ApiError> {
+fn merge_list(
+    current: Option<&Value>,
+    patch_items: &[Value],
+    schema: Schema,
+) -> Result<Value, ApiError> {
     let Some(merge_key) = schema.patch_merge_key() else {
-        return Ok(Value::Array(patch_items.iter().map(without_directives).collect()));
+        return Ok(Value::Array(
+            patch_items.iter().map(without_directives).collect(),
+        ));
     };
-    let replace = patch_items.iter().any(|i| i.get(DIRECTIVE).and_then(Value::as_str) == Some("replace"));
+    let replace = patch_items
+        .iter()
+        .any(|i| i.get(DIRECTIVE).and_then(Value::as_str) == Some("replace"));
     let mut out: Vec<Value> = match current {
         Some(Value::Array(items)) if !replace => items.clone(),
         _ => Vec::new(),
@@ -124,7 +157,9 @@ fn merge_list(current: Option<&Value>, patch_items: &[Value], schema: Schema) ->
             continue;
         }
         let key = item.get(merge_key);
-        let pos = out.iter().position(|existing| key.is_some() && existing.get(merge_key) == key);
+        let pos = out
+            .iter()
+            .position(|existing| key.is_some() && existing.get(merge_key) == key);
         let delete = item.get(DIRECTIVE).and_then(Value::as_str) == Some("delete");
         match (pos, delete) {
             (Some(p), true) => {
@@ -170,14 +205,18 @@ mod tests {
             "spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443, "$patch": "delete"}, {"port": 8080}]}
         });
         let out = strategic_merge(&live, &patch, Schema::root(builtin("v1", "Service"))).unwrap();
-        assert_eq!(out["spec"]["ports"], json!([{"port": 80, "nodePort": 30000, "name": "http"}, {"port": 8080}]));
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"port": 80, "nodePort": 30000, "name": "http"}, {"port": 8080}])
+        );
         assert_eq!(out["spec"]["type"], "NodePort");
     }
 
     #[test]
     fn strategic_patch_unions_finalizers_and_replaces_atomic_lists() {
         let live = json!({"metadata": {"finalizers": ["a"]}, "spec": {"externalIPs": ["1.1.1.1"]}});
-        let patch = json!({"metadata": {"finalizers": ["b"]}, "spec": {"externalIPs": ["2.2.2.2"]}});
+        let patch =
+            json!({"metadata": {"finalizers": ["b"]}, "spec": {"externalIPs": ["2.2.2.2"]}});
         let out = strategic_merge(&live, &patch, Schema::root(builtin("v1", "Service"))).unwrap();
         assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
         assert_eq!(out["spec"]["externalIPs"], json!(["2.2.2.2"]));
@@ -192,6 +231,9 @@ mod tests {
         assert_eq!(err.code(), 422);
         let ok = json!([{"op": "test", "path": "/metadata/finalizers/0", "value": "x"},
                         {"op": "remove", "path": "/metadata/finalizers/0"}]);
-        assert_eq!(apply(PatchType::Json, &live, &ok, Schema::unknown()).unwrap(), json!({"metadata": {"finalizers": []}}));
+        assert_eq!(
+            apply(PatchType::Json, &live, &ok, Schema::unknown()).unwrap(),
+            json!({"metadata": {"finalizers": []}})
+        );
     }
 }

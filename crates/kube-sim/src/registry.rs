@@ -79,7 +79,11 @@ fn builtin(
         plural: plural.into(),
         singular: kind.to_lowercase(),
         short_names: short_names.iter().map(|s| s.to_string()).collect(),
-        categories: if matches!(plural, "services" | "deployments") { vec!["all".into()] } else { vec![] },
+        categories: if matches!(plural, "services" | "deployments") {
+            vec!["all".into()]
+        } else {
+            vec![]
+        },
         namespaced,
         status_subresource,
         tracks_generation,
@@ -95,14 +99,59 @@ pub struct Registry {
 impl Registry {
     pub fn with_builtins() -> Self {
         let types = vec![
-            builtin("", "v1", "Namespace", "namespaces", &["ns"], false, true, false),
+            builtin(
+                "",
+                "v1",
+                "Namespace",
+                "namespaces",
+                &["ns"],
+                false,
+                true,
+                false,
+            ),
             builtin("", "v1", "Service", "services", &["svc"], true, true, false),
-            builtin("", "v1", "ConfigMap", "configmaps", &["cm"], true, false, false),
+            builtin(
+                "",
+                "v1",
+                "ConfigMap",
+                "configmaps",
+                &["cm"],
+                true,
+                false,
+                false,
+            ),
             builtin("", "v1", "Secret", "secrets", &[], true, false, false),
             builtin("", "v1", "Event", "events", &["ev"], true, false, false),
-            builtin("events.k8s.io", "v1", "Event", "events", &["ev"], true, false, false),
-            builtin("apps", "v1", "Deployment", "deployments", &["deploy"], true, true, true),
-            builtin("coordination.k8s.io", "v1", "Lease", "leases", &[], true, false, false),
+            builtin(
+                "events.k8s.io",
+                "v1",
+                "Event",
+                "events",
+                &["ev"],
+                true,
+                false,
+                false,
+            ),
+            builtin(
+                "apps",
+                "v1",
+                "Deployment",
+                "deployments",
+                &["deploy"],
+                true,
+                true,
+                true,
+            ),
+            builtin(
+                "coordination.k8s.io",
+                "v1",
+                "Lease",
+                "leases",
+                &[],
+                true,
+                false,
+                false,
+            ),
             builtin(
                 "apiextensions.k8s.io",
                 "v1",
@@ -114,21 +163,33 @@ impl Registry {
                 true,
             ),
         ];
-        Registry { types: types.into_iter().map(Arc::new).collect() }
+        Registry {
+            types: types.into_iter().map(Arc::new).collect(),
+        }
     }
 
     pub fn lookup(&self, group: &str, version: &str, plural: &str) -> Option<Arc<ResourceType>> {
-        self.types.iter().find(|t| t.group == group && t.version == version && t.plural == plural).cloned()
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == version && t.plural == plural)
+            .cloned()
     }
 
     pub fn by_kind(&self, api_version: &str, kind: &str) -> Option<Arc<ResourceType>> {
-        self.types.iter().find(|t| t.api_version() == api_version && t.kind == kind).cloned()
+        self.types
+            .iter()
+            .find(|t| t.api_version() == api_version && t.kind == kind)
+            .cloned()
     }
 
     /// All versions served for one group, preferred (highest priority) first.
     pub fn versions(&self, group: &str) -> Vec<String> {
-        let mut versions: Vec<String> =
-            self.types.iter().filter(|t| t.group == group).map(|t| t.version.clone()).collect();
+        let mut versions: Vec<String> = self
+            .types
+            .iter()
+            .filter(|t| t.group == group)
+            .map(|t| t.version.clone())
+            .collect();
         versions.sort_by(|a, b| compare_versions(a, b));
         versions.dedup();
         versions
@@ -146,11 +207,11 @@ impl Registry {
     }
 
     pub fn resources(&self, group: &str, version: &str) -> Vec<Arc<ResourceType>> {
-        self.types.iter().filter(|t| t.group == group && t.version == version).cloned().collect()
-    }
-
-    pub fn all(&self) -> &[Arc<ResourceType>] {
-        &self.types
+        self.types
+            .iter()
+            .filter(|t| t.group == group && t.version == version)
+            .cloned()
+            .collect()
     }
 
     /// (Re-)registers the served versions of a CRD, replacing any previous registration.
@@ -162,7 +223,13 @@ impl Registry {
         self.unregister_crd(group, plural);
         let kind = names["kind"].as_str().unwrap_or_default();
         let strings = |v: &Value| -> Vec<String> {
-            v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+            v.as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default()
         };
         for version in spec["versions"].as_array().into_iter().flatten() {
             if version["served"].as_bool() != Some(true) {
@@ -172,24 +239,35 @@ impl Registry {
                 group: group.into(),
                 version: version["name"].as_str().unwrap_or_default().into(),
                 kind: kind.into(),
-                list_kind: names["listKind"].as_str().map_or_else(|| format!("{kind}List"), String::from),
+                list_kind: names["listKind"]
+                    .as_str()
+                    .map_or_else(|| format!("{kind}List"), String::from),
                 plural: plural.into(),
-                singular: names["singular"].as_str().map_or_else(|| kind.to_lowercase(), String::from),
+                singular: names["singular"]
+                    .as_str()
+                    .map_or_else(|| kind.to_lowercase(), String::from),
                 short_names: strings(&names["shortNames"]),
                 categories: strings(&names["categories"]),
                 namespaced: spec["scope"].as_str() == Some("Namespaced"),
                 status_subresource: version.pointer("/subresources/status").is_some(),
                 tracks_generation: true,
                 crd: Some(CustomResource {
-                    schema: version.pointer("/schema/openAPIV3Schema").cloned().unwrap_or(Value::Null),
-                    printer_columns: version["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
+                    schema: version
+                        .pointer("/schema/openAPIV3Schema")
+                        .cloned()
+                        .unwrap_or(Value::Null),
+                    printer_columns: version["additionalPrinterColumns"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default(),
                 }),
             }));
         }
     }
 
     pub fn unregister_crd(&mut self, group: &str, plural: &str) {
-        self.types.retain(|t| !(t.crd.is_some() && t.is(group, plural)));
+        self.types
+            .retain(|t| !(t.crd.is_some() && t.is(group, plural)));
     }
 }
 
@@ -197,7 +275,9 @@ impl Registry {
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
     fn parse(v: &str) -> Option<(u8, u64, u64)> {
         let rest = v.strip_prefix('v')?;
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let major: u64 = rest[..digits].parse().ok()?;
         let tail = &rest[digits..];
         let (stability, minor) = if tail.is_empty() {
@@ -235,12 +315,12 @@ mod tests {
     fn registers_served_versions_of_a_crd() {
         let mut reg = Registry::with_builtins();
         let crd = json!({"spec": {"group": "example.io", "scope": "Cluster",
-            "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
-            "versions": [
-                {"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}},
-                 "schema": {"openAPIV3Schema": {"type": "object"}}},
-                {"name": "v1beta1", "served": false, "storage": false}
-            ]}});
+        "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
+        "versions": [
+            {"name": "v1alpha1", "served": true, "storage": true, "subresources": {"status": {}},
+             "schema": {"openAPIV3Schema": {"type": "object"}}},
+            {"name": "v1beta1", "served": false, "storage": false}
+        ]}});
         reg.register_crd(&crd);
         let t = reg.lookup("example.io", "v1alpha1", "widgets").unwrap();
         assert!(!t.namespaced && t.status_subresource && t.tracks_generation);

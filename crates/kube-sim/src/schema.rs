@@ -31,15 +31,14 @@ impl<'a> Schema<'a> {
     }
 
     pub fn unknown() -> Self {
-        Schema { node: None, root: false }
+        Schema {
+            node: None,
+            root: false,
+        }
     }
 
     fn at(node: Option<&'a Value>) -> Self {
         Schema { node, root: false }
-    }
-
-    pub fn node(&self) -> Option<&'a Value> {
-        self.node
     }
 
     /// The schema of a map entry or object property.
@@ -47,7 +46,9 @@ impl<'a> Schema<'a> {
         if self.root && name == "metadata" {
             return Schema::at(Some(object_meta()));
         }
-        let Some(node) = self.node else { return Schema::unknown() };
+        let Some(node) = self.node else {
+            return Schema::unknown();
+        };
         if let Some(prop) = node.get("properties").and_then(|p| p.get(name)) {
             return Schema::at(Some(prop));
         }
@@ -71,7 +72,11 @@ impl<'a> Schema<'a> {
             Some("map") => ListType::Map(
                 self.ext("x-kubernetes-list-map-keys")
                     .and_then(Value::as_array)
-                    .map(|keys| keys.iter().filter_map(|k| k.as_str().map(String::from)).collect())
+                    .map(|keys| {
+                        keys.iter()
+                            .filter_map(|k| k.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             ),
             _ => ListType::Atomic,
@@ -90,11 +95,17 @@ impl<'a> Schema<'a> {
     /// Strategic-merge-patch strategy for a list: `Some(merge_key)` merges items by that key,
     /// `Some("")` merges a primitive list as a set, `None` replaces.
     pub fn patch_merge_key(&self) -> Option<&'a str> {
-        let strategy = self.ext("x-kubernetes-patch-strategy").and_then(Value::as_str)?;
+        let strategy = self
+            .ext("x-kubernetes-patch-strategy")
+            .and_then(Value::as_str)?;
         if !strategy.split(',').any(|s| s == "merge") {
             return None;
         }
-        Some(self.ext("x-kubernetes-patch-merge-key").and_then(Value::as_str).unwrap_or(""))
+        Some(
+            self.ext("x-kubernetes-patch-merge-key")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        )
     }
 }
 
@@ -201,7 +212,10 @@ pub fn builtin(api_version: &str, kind: &str) -> Option<&'static Value> {
             ),
         ]
     });
-    schemas.iter().find(|(av, k, _)| *av == api_version && *k == kind).map(|(_, _, s)| s)
+    schemas
+        .iter()
+        .find(|(av, k, _)| *av == api_version && *k == kind)
+        .map(|(_, _, s)| s)
 }
 
 #[cfg(test)]
@@ -212,9 +226,15 @@ mod tests {
     fn service_ports_are_a_map_list_with_defaulted_protocol() {
         let svc = Schema::root(builtin("v1", "Service"));
         let ports = svc.field("spec").field("ports");
-        assert_eq!(ports.list_type(), ListType::Map(vec!["port".into(), "protocol".into()]));
+        assert_eq!(
+            ports.list_type(),
+            ListType::Map(vec!["port".into(), "protocol".into()])
+        );
         assert_eq!(ports.patch_merge_key(), Some("port"));
-        assert_eq!(ports.items().field("protocol").default_value(), Some(&json!("TCP")));
+        assert_eq!(
+            ports.items().field("protocol").default_value(),
+            Some(&json!("TCP"))
+        );
         assert!(svc.field("spec").field("selector").is_atomic_map());
     }
 
@@ -222,7 +242,13 @@ mod tests {
     fn metadata_is_shared_and_unknown_lists_are_atomic() {
         let cr = json!({"type": "object", "properties": {"spec": {"type": "object"}}});
         let root = Schema::root(Some(&cr));
-        assert_eq!(root.field("metadata").field("finalizers").list_type(), ListType::Set);
-        assert_eq!(root.field("spec").field("anything").list_type(), ListType::Atomic);
+        assert_eq!(
+            root.field("metadata").field("finalizers").list_type(),
+            ListType::Set
+        );
+        assert_eq!(
+            root.field("spec").field("anything").list_type(),
+            ListType::Atomic
+        );
     }
 }

@@ -21,7 +21,9 @@ pub struct LabelSelector(Vec<LabelRequirement>);
 impl LabelSelector {
     /// Parses the apiserver's string syntax: `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
     pub fn parse(input: &str) -> Result<Self, ApiError> {
-        let bad = |why: &str| ApiError::BadRequest(format!("unable to parse requirement: {why}: {input:?}"));
+        let bad = |why: &str| {
+            ApiError::BadRequest(format!("unable to parse requirement: {why}: {input:?}"))
+        };
         let mut reqs = Vec::new();
         for term in split_top_level(input) {
             let term = term.trim();
@@ -31,9 +33,9 @@ impl LabelSelector {
             let req = if let Some(key) = term.strip_prefix('!') {
                 LabelRequirement::DoesNotExist(key.trim().to_string())
             } else if let Some((key, rest)) = split_set_op(term, " notin ") {
-                LabelRequirement::NotIn(key, parse_set(rest).ok_or_else(|| bad("invalid set"))?)
+                LabelRequirement::NotIn(key, parse_set(&rest).ok_or_else(|| bad("invalid set"))?)
             } else if let Some((key, rest)) = split_set_op(term, " in ") {
-                LabelRequirement::In(key, parse_set(rest).ok_or_else(|| bad("invalid set"))?)
+                LabelRequirement::In(key, parse_set(&rest).ok_or_else(|| bad("invalid set"))?)
             } else if let Some((k, v)) = term.split_once("!=") {
                 LabelRequirement::NotEquals(k.trim().into(), v.trim().into())
             } else if let Some((k, v)) = term.split_once("==") {
@@ -99,7 +101,13 @@ fn split_set_op(term: &str, op: &str) -> Option<(String, String)> {
 
 fn parse_set(s: &str) -> Option<Vec<String>> {
     let inner = s.strip_prefix('(')?.strip_suffix(')')?;
-    Some(inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect())
+    Some(
+        inner
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    )
 }
 
 /// A parsed field selector (`metadata.name=x,metadata.namespace!=y`).
@@ -118,11 +126,15 @@ impl FieldSelector {
             } else if let Some((k, v)) = term.split_once('=') {
                 (k, true, v)
             } else {
-                return Err(ApiError::BadRequest(format!("invalid selector: '{input}'; can't understand '{term}'")));
+                return Err(ApiError::BadRequest(format!(
+                    "invalid selector: '{input}'; can't understand '{term}'"
+                )));
             };
             let field = field.trim();
             if !allowed(field) {
-                return Err(ApiError::BadRequest(format!("field label not supported: {field}")));
+                return Err(ApiError::BadRequest(format!(
+                    "field label not supported: {field}"
+                )));
             }
             reqs.push((field.to_string(), equal, value.trim().to_string()));
         }
@@ -171,8 +183,12 @@ mod tests {
     fn field_selector_on_metadata() {
         let o = obj(json!({}));
         let all = |_: &str| true;
-        assert!(FieldSelector::parse("metadata.name=a", all).unwrap().matches(&o));
-        assert!(!FieldSelector::parse("metadata.namespace!=ns", all).unwrap().matches(&o));
+        assert!(FieldSelector::parse("metadata.name=a", all)
+            .unwrap()
+            .matches(&o));
+        assert!(!FieldSelector::parse("metadata.namespace!=ns", all)
+            .unwrap()
+            .matches(&o));
         assert!(FieldSelector::parse("spec.x=1", |f| f.starts_with("metadata.")).is_err());
     }
 }

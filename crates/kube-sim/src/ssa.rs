@@ -36,7 +36,9 @@ pub struct ManagedEntry {
 
 impl ManagedEntry {
     fn same_owner(&self, manager: &str, operation: Operation, subresource: Option<&str>) -> bool {
-        self.manager == manager && self.operation == operation && self.subresource.as_deref() == subresource
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.as_deref() == subresource
     }
 
     /// How the apiserver names a manager in conflict messages (`"mgr" using v1` for updaters).
@@ -62,7 +64,10 @@ pub struct Writer<'a> {
 }
 
 pub fn parse_entries(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(list) = object::meta(obj).and_then(|m| m.get("managedFields")).and_then(Value::as_array) else {
+    let Some(list) = object::meta(obj)
+        .and_then(|m| m.get("managedFields"))
+        .and_then(Value::as_array)
+    else {
         return Vec::new();
     };
     list.iter()
@@ -72,12 +77,27 @@ pub fn parse_entries(obj: &Value) -> Vec<ManagedEntry> {
                 _ => Operation::Update,
             };
             Some(ManagedEntry {
-                manager: e.get("manager").and_then(Value::as_str).unwrap_or_default().to_string(),
+                manager: e
+                    .get("manager")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 operation,
-                api_version: e.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string(),
+                api_version: e
+                    .get("apiVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 time: e.get("time").and_then(Value::as_str).map(String::from),
-                subresource: e.get("subresource").and_then(Value::as_str).map(String::from),
-                fields: e.get("fieldsV1").map(FieldSet::from_fields_v1).transpose().ok()??,
+                subresource: e
+                    .get("subresource")
+                    .and_then(Value::as_str)
+                    .map(String::from),
+                fields: e
+                    .get("fieldsV1")
+                    .map(FieldSet::from_fields_v1)
+                    .transpose()
+                    .ok()??,
             })
         })
         .collect()
@@ -167,7 +187,10 @@ impl Scope {
 pub fn item_key(item: &Value, keys: &[String], item_schema: Schema) -> PathElement {
     let mut fields = Map::new();
     for key in keys {
-        let value = item.get(key).cloned().or_else(|| item_schema.field(key).default_value().cloned());
+        let value = item
+            .get(key)
+            .cloned()
+            .or_else(|| item_schema.field(key).default_value().cloned());
         if let Some(v) = value {
             fields.insert(key.clone(), v);
         }
@@ -175,7 +198,12 @@ pub fn item_key(item: &Value, keys: &[String], item_schema: Schema) -> PathEleme
     PathElement::key(&fields)
 }
 
-fn list_item_element(item: &Value, index: usize, list_type: &ListType, item_schema: Schema) -> PathElement {
+fn list_item_element(
+    item: &Value,
+    index: usize,
+    list_type: &ListType,
+    item_schema: Schema,
+) -> PathElement {
     match list_type {
         ListType::Map(keys) => item_key(item, keys, item_schema),
         ListType::Set => PathElement::value(item),
@@ -245,9 +273,18 @@ impl Comparison {
 pub fn compare(old: &Value, new: &Value, schema: Schema) -> Comparison {
     let mut cmp = Comparison::default();
     let empty = Map::new();
-    let (o, n) = (old.as_object().unwrap_or(&empty), new.as_object().unwrap_or(&empty));
+    let (o, n) = (
+        old.as_object().unwrap_or(&empty),
+        new.as_object().unwrap_or(&empty),
+    );
     for k in o.keys().chain(n.keys().filter(|k| !o.contains_key(*k))) {
-        compare_at(o.get(k), n.get(k), schema.field(k), &mut vec![field(k)], &mut cmp);
+        compare_at(
+            o.get(k),
+            n.get(k),
+            schema.field(k),
+            &mut vec![field(k)],
+            &mut cmp,
+        );
     }
     cmp
 }
@@ -260,7 +297,13 @@ fn is_container(value: &Value, schema: Schema) -> bool {
     }
 }
 
-fn compare_at(old: Option<&Value>, new: Option<&Value>, schema: Schema, path: &mut Path, cmp: &mut Comparison) {
+fn compare_at(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    schema: Schema,
+    path: &mut Path,
+    cmp: &mut Comparison,
+) {
     let container_old = old.is_some_and(|v| is_container(v, schema));
     let container_new = new.is_some_and(|v| is_container(v, schema));
     let same_shape = match (old, new) {
@@ -284,7 +327,10 @@ fn compare_at(old: Option<&Value>, new: Option<&Value>, schema: Schema, path: &m
     let children_old = children(old, schema);
     let children_new = children(new, schema);
     for (pe, (child_old, child_schema)) in &children_old {
-        let child_new = children_new.iter().find(|(p, _)| p == pe).map(|(_, (v, _))| *v);
+        let child_new = children_new
+            .iter()
+            .find(|(p, _)| p == pe)
+            .map(|(_, (v, _))| *v);
         path.push(pe.clone());
         compare_child(Some(child_old), child_new, *child_schema, path, cmp);
         path.pop();
@@ -299,8 +345,17 @@ fn compare_at(old: Option<&Value>, new: Option<&Value>, schema: Schema, path: &m
 }
 
 /// List items are nodes in their own right: an added or removed item is recorded itself, then its fields.
-fn compare_child(old: Option<&Value>, new: Option<&Value>, schema: Schema, path: &mut Path, cmp: &mut Comparison) {
-    let is_item = matches!(path.last(), Some(PathElement::Key(_) | PathElement::Value(_)));
+fn compare_child(
+    old: Option<&Value>,
+    new: Option<&Value>,
+    schema: Schema,
+    path: &mut Path,
+    cmp: &mut Comparison,
+) {
+    let is_item = matches!(
+        path.last(),
+        Some(PathElement::Key(_) | PathElement::Value(_))
+    );
     if !is_item {
         return compare_at(old, new, schema, path, cmp);
     }
@@ -325,14 +380,22 @@ type Children<'v, 's> = Vec<(PathElement, (&'v Value, Schema<'s>))>;
 
 fn children<'v, 's>(value: Option<&'v Value>, schema: Schema<'s>) -> Children<'v, 's> {
     match value {
-        Some(Value::Object(map)) => map.iter().map(|(k, v)| (field(k), (v, schema.field(k)))).collect(),
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| (field(k), (v, schema.field(k))))
+            .collect(),
         Some(Value::Array(items)) => {
             let list_type = schema.list_type();
             let item_schema = schema.items();
             items
                 .iter()
                 .enumerate()
-                .map(|(i, item)| (list_item_element(item, i, &list_type, item_schema), (item, item_schema)))
+                .map(|(i, item)| {
+                    (
+                        list_item_element(item, i, &list_type, item_schema),
+                        (item, item_schema),
+                    )
+                })
                 .collect()
         }
         _ => Vec::new(),
@@ -392,9 +455,12 @@ pub fn merge(live: &Value, config: &Value, schema: Schema) -> Value {
 
 fn strip_nulls(value: &Value) -> Value {
     match value {
-        Value::Object(m) => {
-            Value::Object(m.iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), strip_nulls(v))).collect())
-        }
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), strip_nulls(v)))
+                .collect(),
+        ),
         Value::Array(items) => Value::Array(items.iter().map(strip_nulls).collect()),
         other => other.clone(),
     }
@@ -409,22 +475,27 @@ pub fn prune(obj: &mut Value, dropped: &FieldSet, owned: &FieldSet, schema: Sche
         if owned.touches(&path) {
             continue;
         }
-        remove_path(obj, &path, schema);
+        remove_path(obj, &path, schema, true);
     }
 }
 
-fn remove_path(node: &mut Value, path: &[PathElement], schema: Schema) -> bool {
-    let Some((first, rest)) = path.split_first() else { return false };
+fn remove_path(node: &mut Value, path: &[PathElement], schema: Schema, at_root: bool) -> bool {
+    let Some((first, rest)) = path.split_first() else {
+        return false;
+    };
     let removed = match (first, node) {
         (PathElement::Field(name), Value::Object(map)) => {
             if rest.is_empty() {
                 map.remove(name).is_some()
             } else {
                 let child_schema = schema.field(name);
-                let Some(child) = map.get_mut(name) else { return false };
-                let removed = remove_path(child, rest, child_schema);
-                // Structured types omit maps that became empty (e.g. the last annotation went away).
-                if removed && child.as_object().is_some_and(Map::is_empty) {
+                let Some(child) = map.get_mut(name) else {
+                    return false;
+                };
+                let removed = remove_path(child, rest, child_schema, false);
+                // Structured types omit maps that became empty (e.g. the last annotation went away);
+                // top-level fields such as `metadata` or `spec` stay.
+                if removed && !at_root && child.as_object().is_some_and(Map::is_empty) {
                     map.remove(name);
                 }
                 removed
@@ -446,8 +517,10 @@ fn remove_path(node: &mut Value, path: &[PathElement], schema: Schema) -> bool {
                     true
                 }
                 // Never strip an item's key fields while the item itself stays.
-                [PathElement::Field(f)] if matches!(&list_type, ListType::Map(keys) if keys.contains(f)) => false,
-                _ => remove_path(&mut items[idx], rest, item_schema),
+                [PathElement::Field(f)] if matches!(&list_type, ListType::Map(keys) if keys.contains(f)) => {
+                    false
+                }
+                _ => remove_path(&mut items[idx], rest, item_schema, false),
             }
         }
         _ => false,
@@ -489,7 +562,12 @@ pub fn apply_ownership(
 }
 
 /// Ownership after a non-apply write: the writer takes every field it added or changed from everyone else.
-pub fn update_ownership(mut entries: Vec<ManagedEntry>, writer: &Writer, changes: &Comparison, now: &str) -> Vec<ManagedEntry> {
+pub fn update_ownership(
+    mut entries: Vec<ManagedEntry>,
+    writer: &Writer,
+    changes: &Comparison,
+    now: &str,
+) -> Vec<ManagedEntry> {
     let changed = changes.changed();
     for e in entries.iter_mut() {
         if !e.same_owner(writer.manager, writer.operation, writer.subresource) {
@@ -507,7 +585,10 @@ pub fn update_ownership(mut entries: Vec<ManagedEntry>, writer: &Writer, changes
 }
 
 fn upsert(entries: &mut Vec<ManagedEntry>, writer: &Writer, fields: FieldSet, now: &str) {
-    match entries.iter_mut().find(|e| e.same_owner(writer.manager, writer.operation, writer.subresource)) {
+    match entries
+        .iter_mut()
+        .find(|e| e.same_owner(writer.manager, writer.operation, writer.subresource))
+    {
         Some(e) => {
             // The timestamp moves only when this manager's ownership actually changed.
             if e.fields != fields {
@@ -538,10 +619,19 @@ pub fn forget_removed(entries: &mut [ManagedEntry], removed: &FieldSet) {
 fn conflict_error(conflicts: Vec<(String, Path)>) -> ApiError {
     let causes = conflicts
         .iter()
-        .map(|(who, path)| Cause::new("FieldManagerConflict", path_string(path), format!("conflict with {who}")))
+        .map(|(who, path)| {
+            Cause::new(
+                "FieldManagerConflict",
+                path_string(path),
+                format!("conflict with {who}"),
+            )
+        })
         .collect();
     let message = if let [(who, path)] = conflicts.as_slice() {
-        format!("Apply failed with 1 conflict: conflict with {who}: {}", path_string(path))
+        format!(
+            "Apply failed with 1 conflict: conflict with {who}: {}",
+            path_string(path)
+        )
     } else {
         let mut by_manager: Vec<(String, Vec<String>)> = Vec::new();
         for (who, path) in &conflicts {
@@ -556,7 +646,11 @@ fn conflict_error(conflicts: Vec<(String, Path)>) -> ApiError {
             lines.push(format!("conflicts with {who}:"));
             lines.extend(paths.into_iter().map(|p| format!("- {p}")));
         }
-        format!("Apply failed with {} conflicts: {}", conflicts.len(), lines.join("\n"))
+        format!(
+            "Apply failed with {} conflicts: {}",
+            conflicts.len(),
+            lines.join("\n")
+        )
     };
     ApiError::ApplyConflict { message, causes }
 }
@@ -602,7 +696,8 @@ mod tests {
 
     #[test]
     fn prune_drops_unowned_fields_only() {
-        let mut obj = json!({"data": {"a": "1", "b": "2"}, "metadata": {"annotations": {"mine": "x"}}});
+        let mut obj =
+            json!({"data": {"a": "1", "b": "2"}, "metadata": {"annotations": {"mine": "x"}}});
         let mut dropped = FieldSet::default();
         dropped.insert(&[field("data"), field("a")]);
         dropped.insert(&[field("data"), field("b")]);
@@ -618,7 +713,10 @@ mod tests {
         let old = json!({"metadata": {"name": "a"}});
         let new = json!({"metadata": {"name": "a", "annotations": {"k": "v"}}});
         let cmp = compare(&old, &new, Schema::root(None));
-        assert_eq!(cmp.added.to_fields_v1(), json!({"f:metadata": {"f:annotations": {".": {}, "f:k": {}}}}));
+        assert_eq!(
+            cmp.added.to_fields_v1(),
+            json!({"f:metadata": {"f:annotations": {".": {}, "f:k": {}}}})
+        );
         assert!(cmp.modified.is_empty() && cmp.removed.is_empty());
     }
 
@@ -634,9 +732,26 @@ mod tests {
             subresource: None,
             fields: owned.clone(),
         }];
-        let writer = Writer { manager: "op", operation: Operation::Apply, subresource: None, api_version: "v1" };
-        let changes = Comparison { modified: owned.clone(), ..Default::default() };
-        let err = apply_ownership(entries.clone(), &writer, owned.clone(), &changes, false, "t").err().unwrap();
+        let writer = Writer {
+            manager: "op",
+            operation: Operation::Apply,
+            subresource: None,
+            api_version: "v1",
+        };
+        let changes = Comparison {
+            modified: owned.clone(),
+            ..Default::default()
+        };
+        let err = apply_ownership(
+            entries.clone(),
+            &writer,
+            owned.clone(),
+            &changes,
+            false,
+            "t",
+        )
+        .err()
+        .unwrap();
         assert_eq!(
             err.to_status()["message"],
             "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using v1: .spec.type"

@@ -1,0 +1,705 @@
+//! CustomResourceDefinition checks and custom resource admission: pruning of unknown fields, schema defaults,
+//! OpenAPI v3 value validation and `x-kubernetes-validations` CEL rules (through kube-cel).
+
+use crate::error::{go_value, Cause};
+use serde_json::{json, Map, Value};
+
+/// Structural-schema and naming checks the apiserver runs on a CRD.
+pub fn validate_crd(crd: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = &crd["spec"];
+    let group = spec["group"].as_str().unwrap_or_default();
+    let plural = spec["names"]["plural"].as_str().unwrap_or_default();
+    if group.is_empty() {
+        causes.push(Cause::required("spec.group", ""));
+    }
+    if plural.is_empty() {
+        causes.push(Cause::required("spec.names.plural", ""));
+    }
+    if spec["names"]["kind"]
+        .as_str()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        causes.push(Cause::required("spec.names.kind", ""));
+    }
+    let name = crate::object::name(crd);
+    if !group.is_empty() && !plural.is_empty() && name != format!("{plural}.{group}") {
+        causes.push(Cause::invalid(
+            "metadata.name",
+            &json!(name),
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
+    }
+    match spec["scope"].as_str() {
+        Some("Cluster" | "Namespaced") => {}
+        other => causes.push(Cause::not_supported(
+            "spec.scope",
+            &json!(other.unwrap_or_default()),
+            &[json!("Cluster"), json!("Namespaced")],
+        )),
+    }
+    let versions = spec["versions"].as_array().cloned().unwrap_or_default();
+    if versions.is_empty() {
+        causes.push(Cause::invalid(
+            "spec.versions",
+            &json!([]),
+            "must have exactly one version marked as storage version",
+        ));
+    } else if versions
+        .iter()
+        .filter(|v| v["storage"].as_bool() == Some(true))
+        .count()
+        != 1
+    {
+        causes.push(Cause::invalid(
+            "spec.versions",
+            &Value::Array(versions.clone()),
+            "must have exactly one version marked as storage version",
+        ));
+    }
+    for (i, version) in versions.iter().enumerate() {
+        let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
+        match version.pointer("/schema/openAPIV3Schema") {
+            None => causes.push(Cause::required(
+                format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                "",
+            )),
+            Some(schema) => {
+                if schema["type"].as_str() != Some("object") {
+                    causes.push(Cause::invalid(
+                        format!("{path}.type"),
+                        &schema["type"],
+                        "must be object at the root",
+                    ));
+                }
+                check_structural(schema, &path, "object fields", &mut causes);
+            }
+        }
+    }
+    causes
+}
+
+/// Every node must say its `type` (or opt out with preserve-unknown-fields / int-or-string), and every CEL
+/// rule must compile.
+fn check_structural(node: &Value, path: &str, what: &str, causes: &mut Vec<Cause>) {
+    let opted_out = node["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true)
+        || node["x-kubernetes-int-or-string"].as_bool() == Some(true);
+    if node["type"].as_str().is_none_or(str::is_empty) && !opted_out {
+        causes.push(Cause::required(
+            format!("{path}.type"),
+            &format!("must not be empty for specified {what}"),
+        ));
+    }
+    if let Some(rules) = node.get("x-kubernetes-validations") {
+        let compiled = kube_cel::compile_schema(
+            &json!({"type": node["type"], "x-kubernetes-validations": rules}),
+        );
+        for (j, err) in compiled.compilation_errors().into_iter().enumerate() {
+            causes.push(Cause::invalid(
+                format!("{path}.x-kubernetes-validations[{j}].rule"),
+                &rules[j]["rule"],
+                format!("compilation failed: {err}"),
+            ));
+        }
+    }
+    if let Some(props) = node["properties"].as_object() {
+        for (name, child) in props {
+            check_structural(
+                child,
+                &format!("{path}.properties[{name}]"),
+                "object fields",
+                causes,
+            );
+        }
+    }
+    if let Some(items) = node.get("items").filter(|i| i.is_object()) {
+        check_structural(items, &format!("{path}.items"), "array items", causes);
+    }
+    if let Some(ap) = node.get("additionalProperties").filter(|a| a.is_object()) {
+        check_structural(
+            ap,
+            &format!("{path}.additionalProperties"),
+            "object fields",
+            causes,
+        );
+    }
+}
+
+fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
+/// Drops fields the schema does not declare (returning their paths) and fills in `default`s, like the
+/// apiserver does before validation. `apiVersion`, `kind` and `metadata` are never pruned at the root.
+pub fn prune_and_default(obj: &mut Value, schema: &Value) -> Vec<String> {
+    let mut unknown = Vec::new();
+    if let Some(map) = obj.as_object_mut() {
+        let props = schema["properties"].as_object();
+        let keys: Vec<String> = map.keys().cloned().collect();
+        for key in keys {
+            if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            match props.and_then(|p| p.get(&key)) {
+                Some(child_schema) => prune_node(
+                    map.get_mut(&key).expect("present"),
+                    child_schema,
+                    &key,
+                    &mut unknown,
+                ),
+                None if preserves_unknown(schema) => {}
+                None => {
+                    map.remove(&key);
+                    unknown.push(key);
+                }
+            }
+        }
+        apply_defaults(map, schema, &mut unknown);
+    }
+    unknown
+}
+
+fn preserves_unknown(schema: &Value) -> bool {
+    schema["x-kubernetes-preserve-unknown-fields"].as_bool() == Some(true)
+}
+
+fn prune_node(value: &mut Value, schema: &Value, path: &str, unknown: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if schema["x-kubernetes-int-or-string"].as_bool() == Some(true) {
+                return;
+            }
+            let props = schema["properties"].as_object();
+            let additional = schema.get("additionalProperties");
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for key in keys {
+                let child_path = join(path, &key);
+                let child_schema = props
+                    .and_then(|p| p.get(&key))
+                    .or(additional.filter(|a| a.is_object()));
+                match child_schema {
+                    Some(cs) => prune_node(
+                        map.get_mut(&key).expect("present"),
+                        cs,
+                        &child_path,
+                        unknown,
+                    ),
+                    None if preserves_unknown(schema) || additional == Some(&Value::Bool(true)) => {
+                    }
+                    None => {
+                        map.remove(&key);
+                        unknown.push(child_path);
+                    }
+                }
+            }
+            apply_defaults(map, schema, unknown);
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune_node(item, item_schema, &format!("{path}[{i}]"), unknown);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Fills missing properties that declare a `default`; a `null` in a non-nullable field counts as missing.
+fn apply_defaults(map: &mut Map<String, Value>, schema: &Value, unknown: &mut Vec<String>) {
+    let Some(props) = schema["properties"].as_object() else {
+        return;
+    };
+    for (name, prop) in props {
+        let is_null_not_nullable =
+            map.get(name).is_some_and(Value::is_null) && prop["nullable"].as_bool() != Some(true);
+        if is_null_not_nullable {
+            map.remove(name);
+        }
+        if let (None, Some(default)) = (map.get(name), prop.get("default")) {
+            let mut value = default.clone();
+            // Defaults are themselves pruned and defaulted against the property schema.
+            prune_node(&mut value, prop, name, unknown);
+            map.insert(name.clone(), value);
+        }
+    }
+}
+
+/// OpenAPI v3 value validation plus CEL rules; `old` enables transition rules (`oldSelf`).
+pub fn validate_custom_resource(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let (Some(map), Some(props)) = (obj.as_object(), schema["properties"].as_object()) {
+        for (name, prop) in props {
+            if name == "metadata" {
+                continue;
+            }
+            if let Some(v) = map.get(name) {
+                validate_value(v, prop, name, &mut causes);
+            }
+        }
+        required(map, schema, "", &mut causes);
+    }
+    if causes.is_empty() {
+        causes.extend(cel_causes(obj, old, schema));
+    }
+    causes
+}
+
+fn required(map: &Map<String, Value>, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    for field in schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !map.contains_key(field) {
+            causes.push(Cause::required(join(path, field), ""));
+        }
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn type_matches(value: &Value, schema: &Value) -> bool {
+    if value.is_null() {
+        return schema["nullable"].as_bool() == Some(true);
+    }
+    if schema["x-kubernetes-int-or-string"].as_bool() == Some(true) {
+        return matches!(json_type(value), "integer" | "string");
+    }
+    match schema["type"].as_str() {
+        None | Some("") => true,
+        Some("number") => value.is_number(),
+        Some(t) => json_type(value) == t,
+    }
+}
+
+fn validate_value(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if !type_matches(value, schema) {
+        let actual = json_type(value);
+        let expected = schema["type"].as_str().unwrap_or("integer or string");
+        causes.push(Cause::invalid(
+            path,
+            &json!(actual),
+            format!("{path} in body must be of type {expected}: {actual:?}"),
+        ));
+        return;
+    }
+    if let Some(allowed) = schema["enum"].as_array() {
+        if !allowed.contains(value) {
+            causes.push(Cause::not_supported(path, value, allowed));
+        }
+    }
+    match value {
+        Value::String(s) => validate_string(s, value, schema, path, causes),
+        Value::Number(n) => {
+            validate_number(n.as_f64().unwrap_or_default(), value, schema, path, causes)
+        }
+        Value::Array(items) => {
+            let len = items.len() as u64;
+            if let Some(max) = schema["maxItems"].as_u64().filter(|m| len > *m) {
+                causes.push(Cause::too_many(path, items.len(), max));
+            }
+            if let Some(min) = schema["minItems"].as_u64().filter(|m| len < *m) {
+                causes.push(Cause::invalid(
+                    path,
+                    &json!(len),
+                    format!("{path} in body should have at least {min} items"),
+                ));
+            }
+            check_list_uniqueness(items, schema, path, causes);
+            if let Some(item_schema) = schema.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    validate_value(item, item_schema, &format!("{path}[{i}]"), causes);
+                }
+            }
+        }
+        Value::Object(map) => {
+            let len = map.len() as u64;
+            if let Some(min) = schema["minProperties"].as_u64().filter(|m| len < *m) {
+                causes.push(Cause::invalid(
+                    path,
+                    &json!(len),
+                    format!("{path} in body should have at least {min} properties"),
+                ));
+            }
+            if let Some(max) = schema["maxProperties"].as_u64().filter(|m| len > *m) {
+                causes.push(Cause::too_many(path, map.len(), max));
+            }
+            let props = schema["properties"].as_object();
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, v) in map {
+                if let Some(child) = props.and_then(|p| p.get(k)).or(additional) {
+                    validate_value(v, child, &join(path, k), causes);
+                }
+            }
+            required(map, schema, path, causes);
+        }
+        _ => {}
+    }
+}
+
+fn validate_string(s: &str, value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let chars = s.chars().count() as u64;
+    if let Some(max) = schema["maxLength"].as_u64().filter(|m| chars > *m) {
+        causes.push(Cause::too_long(path, max));
+    }
+    if let Some(min) = schema["minLength"].as_u64().filter(|m| chars < *m) {
+        causes.push(Cause::invalid(
+            path,
+            value,
+            format!("{path} in body should be at least {min} chars long"),
+        ));
+    }
+    if let Some(pattern) = schema["pattern"].as_str() {
+        match regex::Regex::new(pattern) {
+            Ok(re) if !re.is_match(s) => {
+                causes.push(Cause::invalid(
+                    path,
+                    value,
+                    format!("{path} in body should match '{pattern}'"),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => causes.push(Cause::invalid(
+                path,
+                value,
+                format!("invalid pattern {pattern:?}: {e}"),
+            )),
+        }
+    }
+    if let Some(format) = schema["format"].as_str() {
+        if !format_ok(format, s) {
+            causes.push(Cause::invalid(
+                path,
+                value,
+                format!("{path} in body must be of type {format}: {s:?}"),
+            ));
+        }
+    }
+}
+
+/// The simple formats of the apiserver's format registry; unknown formats are accepted, as there.
+fn format_ok(format: &str, s: &str) -> bool {
+    match format {
+        "ipv4" => s.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => s.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => s.split_once('/').is_some_and(|(ip, bits)| {
+            ip.parse::<std::net::IpAddr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 128)
+        }),
+        "date-time" => crate::object::parse_timestamp(s).is_some(),
+        "uuid" => {
+            s.len() == 36
+                && s.char_indices().all(|(i, c)| {
+                    if [8, 13, 18, 23].contains(&i) {
+                        c == '-'
+                    } else {
+                        c.is_ascii_hexdigit()
+                    }
+                })
+        }
+        "hostname" => {
+            !s.is_empty()
+                && s.len() <= 253
+                && s.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                        && !l.starts_with('-')
+                        && !l.ends_with('-')
+                })
+        }
+        _ => true,
+    }
+}
+
+fn validate_number(n: f64, value: &Value, schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let exclusive = |key: &str| schema[key].as_bool() == Some(true);
+    if let Some(min) = schema["minimum"].as_f64() {
+        if n < min || (exclusive("exclusiveMinimum") && n == min) {
+            let op = if exclusive("exclusiveMinimum") {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            causes.push(Cause::invalid(
+                path,
+                value,
+                format!("{path} in body should be {op} {}", schema["minimum"]),
+            ));
+        }
+    }
+    if let Some(max) = schema["maximum"].as_f64() {
+        if n > max || (exclusive("exclusiveMaximum") && n == max) {
+            let op = if exclusive("exclusiveMaximum") {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            causes.push(Cause::invalid(
+                path,
+                value,
+                format!("{path} in body should be {op} {}", schema["maximum"]),
+            ));
+        }
+    }
+    if let Some(format) = schema["format"].as_str() {
+        let in_range = match format {
+            "int32" => (i32::MIN as f64..=i32::MAX as f64).contains(&n),
+            _ => true,
+        };
+        if !in_range {
+            causes.push(Cause::invalid(
+                path,
+                value,
+                format!("{path} in body must be of type {format}: {value}"),
+            ));
+        }
+    }
+}
+
+/// `x-kubernetes-list-type: set|map` lists must not repeat an item or key.
+fn check_list_uniqueness(items: &[Value], schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let keys: Vec<&str> = schema["x-kubernetes-list-map-keys"]
+        .as_array()
+        .map(|k| k.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let identity = |item: &Value| -> Value {
+        match schema["x-kubernetes-list-type"].as_str() {
+            Some("map") => Value::Object(
+                keys.iter()
+                    .map(|k| (k.to_string(), item[*k].clone()))
+                    .collect(),
+            ),
+            _ => item.clone(),
+        }
+    };
+    if !matches!(
+        schema["x-kubernetes-list-type"].as_str(),
+        Some("map" | "set")
+    ) {
+        return;
+    }
+    for (i, item) in items.iter().enumerate() {
+        let id = identity(item);
+        if items[..i].iter().any(|prev| identity(prev) == id) {
+            causes.push(Cause::new(
+                "FieldValueDuplicate",
+                format!("{path}[{i}]"),
+                format!("Duplicate value: {}", go_value(&id)),
+            ));
+        }
+    }
+}
+
+/// Evaluates `x-kubernetes-validations` and renders failures like the apiserver:
+/// `<path>: Invalid value: "<schema type>": <message>`.
+fn cel_causes(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> {
+    // `metadata` is not visible to CEL rules beyond name/generateName; keep the rest out of `self`.
+    let mut visible = obj.clone();
+    if let Some(meta) = visible.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.retain(|k, _| k == "name" || k == "generateName");
+    }
+    let Err(errors) = kube_cel::validate(schema, &visible, old) else {
+        return Vec::new();
+    };
+    errors
+        .into_iter()
+        .map(|e| {
+            let field = if e.field_path.is_empty() {
+                "<nil>".to_string()
+            } else {
+                e.field_path.clone()
+            };
+            let node_type = declaring_type(schema, &e.field_path, &e.rule);
+            match e.reason.as_deref() {
+                Some("FieldValueForbidden") => Cause::forbidden(field, &e.message),
+                Some("FieldValueRequired") => Cause::required(field, &e.message),
+                Some("FieldValueDuplicate") => Cause::new(
+                    "FieldValueDuplicate",
+                    field,
+                    format!(
+                        "Duplicate value: {}: {}",
+                        go_value(&json!(node_type)),
+                        e.message
+                    ),
+                ),
+                _ => Cause::invalid(field, &json!(node_type), &e.message),
+            }
+        })
+        .collect()
+}
+
+/// The `type` of the deepest schema node along `field_path` that declares `rule`.
+fn declaring_type(schema: &Value, field_path: &str, rule: &str) -> String {
+    let declares = |node: &Value| {
+        node["x-kubernetes-validations"]
+            .as_array()
+            .is_some_and(|rs| rs.iter().any(|r| r["rule"].as_str() == Some(rule)))
+    };
+    let mut node = schema;
+    let mut found = if declares(node) {
+        node["type"].as_str()
+    } else {
+        None
+    };
+    for segment in field_path.split('.').filter(|s| !s.is_empty()) {
+        let (name, indices) = segment
+            .split_once('[')
+            .map_or((segment, ""), |(n, rest)| (n, rest));
+        let next = node["properties"]
+            .get(name)
+            .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()));
+        let Some(mut next) = next else { break };
+        for _ in indices.matches(']') {
+            next = &next["items"];
+        }
+        node = next;
+        if declares(node) {
+            found = node["type"].as_str();
+        }
+    }
+    found.unwrap_or("object").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "required": ["dns"],
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["A", "B"], "default": "A"},
+                        "dns": {"type": "object", "properties": {
+                            "zone": {"type": "string", "maxLength": 20,
+                                "x-kubernetes-validations": [{"rule": "self.matches('^[a-z.]+$')", "message": "must be a DNS name"}]}
+                        }},
+                        "items": {"type": "array", "maxItems": 2, "items": {"type": "integer", "minimum": 1}}
+                    }
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn prunes_unknown_fields_and_applies_defaults() {
+        let mut obj = json!({"apiVersion": "x/v1", "kind": "K", "metadata": {"name": "a"},
+                             "spec": {"dns": {"zone": "a.b", "extra": 1}, "bogus": true}, "junk": 1});
+        let unknown = prune_and_default(&mut obj, &schema());
+        assert_eq!(
+            unknown,
+            vec![
+                "junk".to_string(),
+                "spec.bogus".into(),
+                "spec.dns.extra".into()
+            ]
+        );
+        assert_eq!(obj["spec"], json!({"dns": {"zone": "a.b"}, "mode": "A"}));
+    }
+
+    #[test]
+    fn schema_violations_read_like_the_apiserver() {
+        let obj = json!({"spec": {"mode": "C", "items": [0, 1, 2], "dns": {"zone": 5}}});
+        let lines: Vec<String> = validate_custom_resource(&obj, None, &schema())
+            .iter()
+            .map(Cause::to_line)
+            .collect();
+        assert!(
+            lines.contains(
+                &"spec.mode: Unsupported value: \"C\": supported values: \"A\", \"B\"".to_string()
+            ),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"spec.items: Too many: 3: must have at most 2 items".to_string()),
+            "{lines:?}"
+        );
+        assert!(lines.contains(&"spec.items[0]: Invalid value: 0: spec.items[0] in body should be greater than or equal to 1".to_string()), "{lines:?}");
+        assert!(lines.contains(&"spec.dns.zone: Invalid value: \"integer\": spec.dns.zone in body must be of type string: \"integer\"".to_string()), "{lines:?}");
+        let missing = validate_custom_resource(&json!({"spec": {}}), None, &schema());
+        assert_eq!(missing[0].to_line(), "spec.dns: Required value");
+    }
+
+    #[test]
+    fn cel_rule_message_and_type() {
+        let obj = json!({"spec": {"dns": {"zone": "Not_A_Zone"}}});
+        let causes = validate_custom_resource(&obj, None, &schema());
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(
+            causes[0].to_line(),
+            "spec.dns.zone: Invalid value: \"string\": must be a DNS name"
+        );
+    }
+
+    #[test]
+    fn cel_message_expression_field_path_and_reason() {
+        let schema = json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "properties": {"dns": {"type": "object", "properties": {"staticIP": {"type": "string"}}}},
+            "x-kubernetes-validations": [
+                {"rule": "!has(self.dns.staticIP) || self.dns.staticIP.startsWith('10.')",
+                 "messageExpression": "'staticIP ' + self.dns.staticIP + ' is not private'",
+                 "fieldPath": ".dns.staticIP"},
+                {"rule": "self.dns.staticIP != '10.0.0.1'", "message": "reserved", "reason": "FieldValueForbidden"}
+            ]
+        }}});
+        let public = json!({"spec": {"dns": {"staticIP": "20.1.2.3"}}});
+        let causes = validate_custom_resource(&public, None, &schema);
+        assert_eq!(
+            causes[0].to_line(),
+            "spec.dns.staticIP: Invalid value: \"object\": staticIP 20.1.2.3 is not private"
+        );
+        let reserved = json!({"spec": {"dns": {"staticIP": "10.0.0.1"}}});
+        let causes = validate_custom_resource(&reserved, None, &schema);
+        assert_eq!(causes[0].to_line(), "spec: Forbidden: reserved");
+    }
+
+    #[test]
+    fn transition_rules_see_the_old_object() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "zone": {"type": "string", "x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "zone is immutable"}]}
+        }}}});
+        let old = json!({"spec": {"zone": "a.local"}});
+        assert!(validate_custom_resource(&old, None, &schema).is_empty());
+        assert!(validate_custom_resource(&old, Some(&old), &schema).is_empty());
+        let new = json!({"spec": {"zone": "b.local"}});
+        assert_eq!(
+            validate_custom_resource(&new, Some(&old), &schema)[0].to_line(),
+            "spec.zone: Invalid value: \"string\": zone is immutable"
+        );
+    }
+
+    #[test]
+    fn crd_schema_must_be_structural() {
+        let crd = json!({"metadata": {"name": "ws.example.io"}, "spec": {"group": "example.io", "scope": "Cluster",
+            "names": {"plural": "ws", "kind": "W"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {"free": {}}}}}}}]}});
+        let causes = validate_crd(&crd);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(
+            causes[0].to_line(),
+            "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[free].type: Required value: must not be empty for specified object fields"
+        );
+    }
+}

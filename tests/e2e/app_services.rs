@@ -1,0 +1,371 @@
+//! The App Service duty end to end: the real operator, the simulated apiserver, and the simulated
+//! ARM + token endpoint over HTTPS with a test CA the operator is told to trust.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use azure_sim::{Fault, FaultKind, SiteId};
+use serde_json::{json, Value};
+
+use crate::harness::Harness;
+
+const SUB: &str = "6f1c2b3a-0000-4000-8000-000000000001";
+
+fn site(name: &str, slot: Option<&str>) -> SiteId {
+    SiteId {
+        subscription_id: SUB.into(),
+        resource_group: "rg-web".into(),
+        name: name.into(),
+        slot: slot.map(str::to_string),
+    }
+}
+
+fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// App settings a customer already has, including awkward values.
+fn foreign_settings() -> BTreeMap<String, String> {
+    settings(&[
+        (
+            "ConnectionStrings__Db",
+            "Server=tcp:db.contoso.internal,1433;Password=\"p@ss w0rd;ä\"",
+        ),
+        ("WEBSITE_RUN_FROM_PACKAGE", "1"),
+        ("EMPTY_ONE", ""),
+    ])
+}
+
+fn link(targets: &str, mode: &str, static_ip: &str) -> String {
+    format!(
+        r#"apiVersion: appservicelink.io/v1alpha1
+kind: AppServiceLink
+metadata:
+  name: web
+spec:
+  services:
+    selector:
+      matchLabels: {{appservicelink.io/expose: "true"}}
+  dns:
+    zone: mydomain.local
+    service:
+      staticIP: {static_ip}
+  appServices:
+    dnsMode: {mode}
+    targets:
+{targets}"#
+    )
+}
+
+fn target(name: &str, slot: Option<&str>) -> String {
+    let slot = slot.map(|s| format!(", slot: {s}")).unwrap_or_default();
+    format!("      - {{subscriptionId: {SUB}, resourceGroup: rg-web, name: {name}{slot}}}\n")
+}
+
+/// ARM writes so far: PUT app settings and PATCH site.
+fn arm_writes(h: &Harness) -> Vec<(String, String)> {
+    h.azure()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT" || r.method == "PATCH")
+        .map(|r| (r.method.clone(), r.path.clone()))
+        .collect()
+}
+
+async fn started(sites: &[SiteId], resync_seconds: &str) -> Harness {
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    for s in sites {
+        h.azure().add_site(s.clone(), foreign_settings());
+    }
+    h.operator_args(&["--resync-seconds", resync_seconds]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h
+}
+
+async fn app_services_ready(h: &Harness) -> Value {
+    h.eventually("AppServicesReady=True", |h| {
+        h.condition("web", "AppServicesReady")
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    h.link("web").unwrap()["status"]["appServices"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dns_ip_reaches_the_app_service_once_with_every_other_setting_intact() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "2").await;
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    let status = app_services_ready(&h).await;
+    let now = h.azure().app_settings(&web).unwrap();
+    assert_eq!(now["WEBSITE_DNS_SERVER"], "10.240.0.53");
+    for (key, value) in foreign_settings() {
+        assert_eq!(now[&key], value, "{key} survived byte for byte");
+    }
+    assert_eq!(
+        arm_writes(&h).len(),
+        1,
+        "exactly one write: {:?}",
+        arm_writes(&h)
+    );
+    assert_eq!(status[0]["inSync"], true);
+    assert_eq!(status[0]["dnsServer"], "10.240.0.53");
+    assert!(status[0]["resourceId"]
+        .as_str()
+        .unwrap()
+        .ends_with("/sites/contoso-web"));
+    assert_eq!(status[0]["previous"]["WEBSITE_DNS_SERVER"], "");
+
+    // Resyncs of a converged link read, and write nothing.
+    let reads = h.azure().requests().len();
+    h.eventually("two more resyncs", |h| {
+        (h.azure().requests().len() >= reads + 4).then_some(())
+    })
+    .await;
+    assert_eq!(
+        arm_writes(&h).len(),
+        1,
+        "converged resyncs wrote: {:?}",
+        arm_writes(&h)
+    );
+
+    // A new DNS IP reaches the App Service with one more write.
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"dns":{"service":{"staticIP":"10.240.0.54"}}}}"#,
+    ]);
+    h.eventually("the new IP in the app settings", |h| {
+        (h.azure().app_settings(&web)?.get("WEBSITE_DNS_SERVER")? == "10.240.0.54").then_some(())
+    })
+    .await;
+    h.eventually("status in sync on the new IP", |h| {
+        let s = h.link("web")?["status"]["appServices"][0].clone();
+        (s["dnsServer"] == "10.240.0.54" && s["inSync"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(arm_writes(&h).len(), 2);
+
+    // Drift made in the portal is repaired at the next resync; the customer's settings stay.
+    let mut drifted = h.azure().app_settings(&web).unwrap();
+    drifted.insert("WEBSITE_DNS_SERVER".into(), "8.8.8.8".into());
+    drifted.insert("ADDED_IN_PORTAL".into(), "yes".into());
+    h.azure().set_app_settings(&web, drifted).unwrap();
+    h.eventually("drift repaired", |h| {
+        (h.azure().app_settings(&web)?.get("WEBSITE_DNS_SERVER")? == "10.240.0.54").then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap()["ADDED_IN_PORTAL"],
+        "yes"
+    );
+
+    // Deleting the link restores the previous state: the setting was absent, so it is removed.
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    let restored = h.azure().app_settings(&web).unwrap();
+    assert!(!restored.contains_key("WEBSITE_DNS_SERVER"), "{restored:?}");
+    assert_eq!(restored["ADDED_IN_PORTAL"], "yes");
+    for (key, value) in foreign_settings() {
+        assert_eq!(restored[&key], value);
+    }
+
+    // No token ever reached the logs, the status or the Events.
+    let tokens = h.azure().issued_tokens();
+    assert!(!tokens.is_empty());
+    let events = h.kubectl_ok(&["get", "events.events.k8s.io", "-A", "-o", "json"]);
+    for token in tokens {
+        assert!(
+            !h.operator_log().contains(&token),
+            "a token is in the operator's log"
+        );
+        assert!(!events.contains(&token), "a token is in an Event");
+    }
+    assert!(
+        !h.operator_log().contains("sim-client-secret"),
+        "the client secret is in the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_value_and_an_alternate_server_are_restored_on_deletion() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "3600").await;
+    let mut before = foreign_settings();
+    before.insert("WEBSITE_DNS_SERVER".into(), "168.63.129.16".into());
+    h.azure().set_app_settings(&web, before.clone()).unwrap();
+    let yaml = link(&target("contoso-web", None), "AppSettings", "10.240.0.53").replace(
+        "    dnsMode: AppSettings\n",
+        "    dnsMode: AppSettings\n    alternateDnsServer: 168.63.129.16\n",
+    );
+    h.apply(&yaml);
+    app_services_ready(&h).await;
+    let now = h.azure().app_settings(&web).unwrap();
+    assert_eq!(now["WEBSITE_DNS_SERVER"], "10.240.0.53");
+    assert_eq!(now["WEBSITE_DNS_ALT_SERVER"], "168.63.129.16");
+    assert!(!now.contains_key("WEBSITE_ALT_DNS_SERVER"));
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap(),
+        before,
+        "restored exactly"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_dns_configuration_that_overrides_the_app_setting_is_reported() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "3600").await;
+    h.azure()
+        .set_dns_configuration(&web, json!({"dnsServers": ["10.9.9.9"]}))
+        .unwrap();
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    let (status, _, message) = h
+        .eventually("the override reported", |h| {
+            h.condition("web", "AppServicesReady")
+                .filter(|c| c.0 == "False" && c.1 == "SiteDnsConfigurationOverrides")
+        })
+        .await;
+    assert_eq!(status, "False");
+    assert!(message.contains("dnsConfiguration"), "{message}");
+    let entry = h.link("web").unwrap()["status"]["appServices"][0].clone();
+    assert_eq!(entry["inSync"], false);
+    assert!(
+        entry["message"]
+            .as_str()
+            .unwrap()
+            .contains("SiteDnsConfiguration"),
+        "the fix is named: {entry}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_dns_configuration_mode_patches_the_site_and_a_slot() {
+    let web = site("contoso-web", None);
+    let staging = site("contoso-web", Some("staging"));
+    let h = started(&[web.clone(), staging.clone()], "3600").await;
+    let targets = format!(
+        "{}{}",
+        target("contoso-web", None),
+        target("contoso-web", Some("staging"))
+    );
+    h.apply(&link(&targets, "SiteDnsConfiguration", "10.240.0.53"));
+    let status = app_services_ready(&h).await;
+    assert_eq!(status.as_array().unwrap().len(), 2);
+    for s in [&web, &staging] {
+        assert_eq!(
+            h.azure().dns_configuration(s).unwrap()["dnsServers"],
+            json!(["10.240.0.53"])
+        );
+        assert_eq!(
+            h.azure().app_settings(s).unwrap(),
+            foreign_settings(),
+            "no app setting written"
+        );
+    }
+    let writes = arm_writes(&h);
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes.iter().all(|(m, _)| m == "PATCH"));
+    assert!(writes
+        .iter()
+        .any(|(_, p)| p.ends_with("/sites/contoso-web/slots/staging")));
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    for s in [&web, &staging] {
+        let cfg = h.azure().dns_configuration(s).unwrap_or(Value::Null);
+        assert!(
+            cfg["dnsServers"].as_array().is_none_or(|a| a.is_empty()),
+            "restored: {cfg}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_storm_is_ridden_out_honouring_retry_after() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "3600").await;
+    h.azure().inject(Fault {
+        method: Some("PUT".into()),
+        path_contains: "/config/appsettings".into(),
+        kind: FaultKind::TooManyRequests {
+            retry_after_secs: 1,
+        },
+        times: 3,
+    });
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    app_services_ready(&h).await;
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap()["WEBSITE_DNS_SERVER"],
+        "10.240.0.53"
+    );
+    let puts: Vec<_> = h
+        .azure()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PUT")
+        .collect();
+    assert_eq!(
+        puts.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 429, 429, 200]
+    );
+    for pair in puts.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at);
+        assert!(
+            gap >= Duration::from_secs(1),
+            "Retry-After: 1 was not honoured: {gap:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_role_is_a_clear_condition() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "3600").await;
+    h.azure().inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/config/appsettings/list".into(),
+        kind: FaultKind::Forbidden,
+        times: 1000,
+    });
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    let (_, reason, message) = h
+        .eventually("Forbidden reported", |h| {
+            h.condition("web", "AppServicesReady")
+                .filter(|c| c.1 == "Forbidden")
+        })
+        .await;
+    assert!(
+        message.contains("Microsoft.Web/sites/config/list/Action"),
+        "the missing permission is named: {message}"
+    );
+    assert_eq!(reason, "Forbidden");
+    assert!(!h
+        .azure()
+        .app_settings(&web)
+        .unwrap()
+        .contains_key("WEBSITE_DNS_SERVER"));
+    assert!(arm_writes(&h).is_empty());
+}
