@@ -10,13 +10,13 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::arm::{ArmClient, ArmError, SiteRef};
-use crate::controller::{Context, Error};
+use crate::controller::{Context, Error, DRY_RUN_PREFIX};
 use crate::crd::{
     AppServiceDnsMode, AppServiceLink, AppServiceStatus, AppServiceTarget, DeletionPolicy,
 };
@@ -382,20 +382,23 @@ async fn sync(
             // operator stops between the write and the status update.
             persist_previous(ctx, link, old, done, entry).await;
         }
-        write(arm, mode, site, settings.as_ref(), &changing).await?;
-        entry.last_sync_time = Some(Time(Timestamp::now()));
         let what = changing
             .iter()
             .map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("")))
             .collect::<Vec<_>>()
             .join(", ");
-        ctx.event(
-            link,
-            EventType::Normal,
-            "AppServiceUpdated",
-            format!("{}: set {what}", site.resource_id()),
-        )
-        .await;
+        let note = format!("{}: set {what}", site.resource_id());
+        if ctx.config.dry_run {
+            ctx.event(link, EventType::Normal, "AppServiceUpdated", &note)
+                .await;
+            entry.in_sync = false;
+            entry.message = Some(format!("{DRY_RUN_PREFIX}{note}"));
+            return Ok(());
+        }
+        write(arm, mode, site, settings.as_ref(), &changing).await?;
+        entry.last_sync_time = Some(Time(Timestamp::now()));
+        ctx.event(link, EventType::Normal, "AppServiceUpdated", note)
+            .await;
     }
     entry.dns_server = Some(ip.to_string());
     entry.in_sync = true;
@@ -432,10 +435,10 @@ async fn persist_previous(
     list.extend(rest);
     let api = Api::<AppServiceLink>::all(ctx.client.clone());
     let patch = json!({"status": {"appServices": list}});
-    let params = PatchParams {
-        field_manager: Some("appservicelink-app-service".into()),
-        ..Default::default()
-    };
+    if ctx.config.dry_run {
+        return;
+    }
+    let params = ctx.update_params("appservicelink-app-service");
     if let Err(err) = api
         .patch_status(&link.name_any(), &params, &Patch::Merge(&patch))
         .await
@@ -459,6 +462,12 @@ async fn let_go(
     let Some(site) = site_of(id) else {
         return Ok(());
     };
+    if ctx.config.dry_run {
+        let note = format!("{id}: restore DNS settings to {:?}", entry.previous);
+        ctx.event(link, EventType::Normal, "AppServiceRestored", note)
+            .await;
+        return Ok(());
+    }
     match restore(arm, &site, &entry.previous).await {
         Ok(true) => {
             ctx.event(

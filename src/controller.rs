@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
@@ -33,6 +33,8 @@ pub const FINALIZER: &str = "appservicelink.io/cleanup";
 const STATUS_FIELD_MANAGER: &str = "appservicelink-status";
 /// Name the operator reports Events under.
 const REPORTER: &str = "appservicelink";
+/// How Events mark a change that dry-run mode did not make.
+pub const DRY_RUN_PREFIX: &str = "dry run, not applied: ";
 
 /// Settings of a running controller.
 #[derive(Debug, Clone)]
@@ -43,6 +45,9 @@ pub struct Config {
     pub restart_coredns: bool,
     /// How often every link is reconciled even when nothing changed (drift repair).
     pub resync: Duration,
+    /// Change nothing: Kubernetes writes go out with `dryRun=All`, ARM writes are not sent, and
+    /// every intended change is logged and recorded as an Event.
+    pub dry_run: bool,
 }
 
 impl Default for Config {
@@ -51,6 +56,7 @@ impl Default for Config {
             coredns_deployment: "coredns".into(),
             restart_coredns: true,
             resync: Duration::from_secs(300),
+            dry_run: false,
         }
     }
 }
@@ -123,8 +129,11 @@ impl Context {
         reason: &str,
         note: impl Into<String>,
     ) {
-        let note = note.into();
-        info!(link = %link.name_any(), reason, note, "event");
+        let mut note = note.into();
+        if self.config.dry_run && type_ == EventType::Normal {
+            note = format!("{DRY_RUN_PREFIX}{note}");
+        }
+        info!(link = %link.name_any(), reason, note, dry_run = self.config.dry_run, "event");
         let event = KubeEvent {
             type_,
             reason: reason.into(),
@@ -134,6 +143,30 @@ impl Context {
         };
         if let Err(err) = self.recorder.publish(&event, &link.object_ref(&())).await {
             warn!(link = %link.name_any(), reason, error = %err, "could not record event");
+        }
+    }
+
+    /// Server-side apply parameters for `manager`, taking over conflicting fields (dry-run aware).
+    pub fn apply_params(&self, manager: &str) -> PatchParams {
+        let mut params = PatchParams::apply(manager).force();
+        params.dry_run = self.config.dry_run;
+        params
+    }
+
+    /// Merge-patch parameters for `manager` (dry-run aware).
+    pub fn update_params(&self, manager: &str) -> PatchParams {
+        PatchParams {
+            field_manager: Some(manager.into()),
+            dry_run: self.config.dry_run,
+            ..Default::default()
+        }
+    }
+
+    /// Delete parameters (dry-run aware).
+    pub fn delete_params(&self) -> DeleteParams {
+        DeleteParams {
+            dry_run: self.config.dry_run,
+            ..Default::default()
         }
     }
 
@@ -316,6 +349,14 @@ async fn reconcile(link: Arc<AppServiceLink>, ctx: Arc<Context>) -> Result<Actio
     }
     let api = Api::<AppServiceLink>::all(ctx.client.clone());
     let name = link.name_any();
+    if ctx.config.dry_run {
+        // Adding a finalizer would change the link, so dry-run mode reports what it would do for
+        // live links and leaves deletion alone.
+        return match link.meta().deletion_timestamp {
+            None => apply(&link, &ctx).await,
+            Some(_) => Ok(Action::await_change()),
+        };
+    }
     let result = finalizer(&api, FINALIZER, link, |event| async {
         match event {
             Event::Apply(link) => apply(&link, &ctx).await,
@@ -427,7 +468,7 @@ async fn write_status(
     });
     api.patch_status(
         &link.name_any(),
-        &PatchParams::apply(STATUS_FIELD_MANAGER).force(),
+        &ctx.apply_params(STATUS_FIELD_MANAGER),
         &Patch::Apply(&body),
     )
     .await

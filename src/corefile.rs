@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::events::EventType;
 use kube::Api;
 use serde_json::{json, Value};
@@ -162,7 +162,7 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
     {
         api.patch(
             CONFIGMAP,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &ctx.apply_params(FIELD_MANAGER),
             &Patch::Apply(&desired_configmap(content.as_deref())),
         )
         .await
@@ -223,10 +223,7 @@ async fn roll_coredns(
         .and_then(|a| a.get(HASH_ANNOTATION))
         .cloned();
     if let Some(hash) = desired_restart_hash(content, current.as_deref()) {
-        let params = PatchParams {
-            field_manager: Some(RESTART_FIELD_MANAGER.into()),
-            ..Default::default()
-        };
+        let params = ctx.update_params(RESTART_FIELD_MANAGER);
         api.patch(name, &params, &Patch::Merge(&restart_patch(&hash)))
             .await
             .map_err(|e| Error::kube(format!("restarting Deployment {NAMESPACE}/{name}"), e))?;

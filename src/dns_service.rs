@@ -5,7 +5,7 @@
 //! link names it.
 
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -234,7 +234,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             let applied = api(ctx)
                 .patch(
                     name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &ctx.apply_params(FIELD_MANAGER),
                     &Patch::Apply(&desired(&mine)),
                 )
                 .await
@@ -292,7 +292,7 @@ async fn collect_orphans(ctx: &Context, link: &AppServiceLink) -> Result<(), Err
         .map(|s| s.name_any())
         .collect();
     for name in orphans {
-        match api(ctx).delete(&name, &Default::default()).await {
+        match api(ctx).delete(&name, &ctx.delete_params()).await {
             Ok(_) => {
                 ctx.event(
                     link,

@@ -59,6 +59,10 @@ struct RunArgs {
     /// Seconds before an ARM or token request times out.
     #[arg(long, env = "APPSERVICELINK_ARM_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     arm_timeout_seconds: u64,
+    /// Change nothing: Kubernetes writes are sent with dryRun=All (so admission still checks them),
+    /// ARM writes are not sent, and every intended change is logged and recorded as an Event.
+    #[arg(long, env = "APPSERVICELINK_DRY_RUN")]
+    dry_run: bool,
     /// Log format; `RUST_LOG` sets the filter (default `info`).
     #[arg(
         long,
@@ -83,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
                 coredns_deployment: args.coredns_deployment,
                 restart_coredns: args.restart_coredns,
                 resync: Duration::from_secs(args.resync_seconds),
+                dry_run: args.dry_run,
             };
             let azure = azure_auth::AzureConfig {
                 arm_endpoint: args.arm_endpoint,

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
-use kube::api::{Patch, PatchParams};
+use kube::api::Patch;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
@@ -522,7 +522,7 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
     match api
         .patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER),
+            &ctx.update_params(FIELD_MANAGER),
             &Patch::Merge(&patch),
         )
         .await
@@ -558,7 +558,7 @@ async fn apply(ctx: &Context, svc: &Service, body: &Value) -> Result<Option<Serv
     match api
         .patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &ctx.apply_params(FIELD_MANAGER),
             &Patch::Apply(&body),
         )
         .await

@@ -2,5 +2,6 @@
 //! driven with kubectl as a user would.
 
 mod app_services;
+mod dry_run;
 mod harness;
 mod scenarios;
