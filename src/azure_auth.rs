@@ -144,16 +144,12 @@ impl AzureConfig {
                 };
                 WorkloadIdentityCredential::new(Some(options)).map_err(credential_error)?
             }
-            CredentialKind::ClientSecret => {
-                let options = ClientSecretCredentialOptions { client_options };
-                ClientSecretCredential::new(
-                    &env("AZURE_TENANT_ID")?,
-                    env("AZURE_CLIENT_ID")?,
-                    Secret::new(env("AZURE_CLIENT_SECRET")?),
-                    Some(options),
-                )
-                .map_err(credential_error)?
-            }
+            CredentialKind::ClientSecret => self.client_secret_credential(
+                http,
+                &env("AZURE_TENANT_ID")?,
+                &env("AZURE_CLIENT_ID")?,
+                env("AZURE_CLIENT_SECRET")?,
+            )?,
             CredentialKind::ManagedIdentity => {
                 let user_assigned_id = std::env::var("AZURE_CLIENT_ID")
                     .ok()
@@ -167,6 +163,30 @@ impl AzureConfig {
             CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(credential_error)?,
             CredentialKind::Auto => unreachable!("detect never answers Auto"),
         })
+    }
+
+    /// A service principal's client-secret credential, with `http` as its transport.
+    pub fn client_secret_credential(
+        &self,
+        http: &reqwest::Client,
+        tenant_id: &str,
+        client_id: &str,
+        secret: String,
+    ) -> Result<Arc<dyn TokenCredential>, AzureConfigError> {
+        let options = ClientSecretCredentialOptions {
+            client_options: self.client_options(http),
+        };
+        let credential: Arc<dyn TokenCredential> = ClientSecretCredential::new(
+            tenant_id,
+            client_id.to_string(),
+            Secret::new(secret),
+            Some(options),
+        )
+        .map_err(|e| AzureConfigError::Credential {
+            kind: CredentialKind::ClientSecret,
+            reason: e.to_string(),
+        })?;
+        Ok(credential)
     }
 
     fn client_options(&self, http: &reqwest::Client) -> ClientOptions {

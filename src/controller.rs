@@ -304,6 +304,10 @@ pub async fn run(
         .for_each(|result| async move {
             match result {
                 Ok((link, _)) => tracing::debug!(link = %link.name, "reconciled"),
+                // A trigger for a link deleted meanwhile: nothing to do.
+                Err(kube::runtime::controller::Error::ObjectNotFound(link)) => {
+                    tracing::debug!(%link, "link gone before its reconcile")
+                }
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
         })

@@ -303,3 +303,59 @@ pub fn crd_yaml() -> String {
     let crd = AppServiceLink::crd();
     serde_norway::to_string(&crd).expect("a CRD always serializes to YAML")
 }
+
+/// A Markdown reference of every field, generated from the CRD's descriptions (`docs/crd-reference.md`).
+pub fn reference_markdown() -> String {
+    let crd = serde_json::to_value(AppServiceLink::crd()).expect("a CRD always serializes");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut out = String::from(
+        "# AppServiceLink reference (appservicelink.io/v1alpha1)\n\n\
+         Generated from the CRD by `appservicelink crd --reference`; `kubectl explain appservicelink.spec` shows the same.\n\n\
+         | Field | Type | Description |\n| --- | --- | --- |\n",
+    );
+    for top in ["spec", "status"] {
+        reference_rows(&mut out, top, &schema[top]);
+    }
+    out
+}
+
+fn reference_rows(out: &mut String, path: &str, node: &serde_json::Value) {
+    let kind = match node["type"].as_str() {
+        Some("array") => format!("[]{}", node["items"]["type"].as_str().unwrap_or("object")),
+        Some(t) => t.to_string(),
+        None => "object".to_string(),
+    };
+    let mut description = node["description"]
+        .as_str()
+        .unwrap_or_default()
+        .replace('\n', " ")
+        .replace('|', "\\|");
+    if let Some(values) = node["enum"].as_array() {
+        let values: Vec<String> = values
+            .iter()
+            .filter_map(|v| v.as_str().map(|s| format!("`{s}`")))
+            .collect();
+        description.push_str(&format!(" One of {}.", values.join(", ")));
+    }
+    for rule in node["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(message) = rule["message"].as_str() {
+            description.push_str(&format!(" Validated: {message}."));
+        }
+    }
+    out.push_str(&format!("| `{path}` | {kind} | {description} |\n"));
+    let children = node["properties"]
+        .as_object()
+        .or_else(|| node["items"]["properties"].as_object());
+    // Kubernetes' own types (label selectors, conditions) are documented upstream; stop there.
+    if path.ends_with("selector") || path.ends_with("Selector") || path.ends_with("conditions") {
+        return;
+    }
+    for (name, child) in children.into_iter().flatten() {
+        let sep = if node["type"] == "array" { "[]." } else { "." };
+        reference_rows(out, &format!("{path}{sep}{name}"), child);
+    }
+}

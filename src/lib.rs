@@ -17,6 +17,7 @@ pub mod controller;
 pub mod corefile;
 pub mod crd;
 pub mod dns_service;
+pub mod sandbox;
 pub mod service_link;
 pub mod status;
 pub mod telemetry;

@@ -3,7 +3,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use appservicelink::arm::ArmClient;
-use appservicelink::{azure_auth, controller, crd, telemetry};
+use appservicelink::{azure_auth, controller, crd, sandbox, telemetry};
 
 /// AppServiceLink: links Azure App Services to AKS Services over internal load balancers and CoreDNS.
 #[derive(Parser)]
@@ -18,7 +18,27 @@ enum Command {
     /// Run the controller against the cluster in KUBECONFIG, ~/.kube/config, or the in-cluster config.
     Run(RunArgs),
     /// Print the AppServiceLink CustomResourceDefinition as YAML.
-    Crd,
+    Crd {
+        /// Print a Markdown reference of every field instead (docs/crd-reference.md).
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Run the whole product on this machine: a simulated AKS cluster and Azure, seeded with a small
+    /// world and examples/full.yaml, and the real controller. Prints a kubeconfig for kubectl.
+    Sandbox(SandboxArgs),
+}
+
+#[derive(clap::Args)]
+struct SandboxArgs {
+    /// Where to write the kubeconfig of the simulated cluster.
+    #[arg(long, default_value = "appservicelink-sandbox.kubeconfig")]
+    kubeconfig: std::path::PathBuf,
+    /// Exit 0 once every link is Ready, after printing the summary (for scripts and CI).
+    #[arg(long)]
+    exit_when_ready: bool,
+    /// Port on 127.0.0.1 serving the simulated App Services' settings at /app-services (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    http_port: u16,
 }
 
 #[derive(clap::Args)]
@@ -76,7 +96,18 @@ struct RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Crd => print!("{}", crd::crd_yaml()),
+        Command::Crd { reference: false } => print!("{}", crd::crd_yaml()),
+        Command::Crd { reference: true } => print!("{}", crd::reference_markdown()),
+        Command::Sandbox(args) => {
+            telemetry::init_quiet();
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            sandbox::run(sandbox::SandboxOptions {
+                kubeconfig: args.kubeconfig,
+                exit_when_ready: args.exit_when_ready,
+                http_port: args.http_port,
+            })
+            .await?;
+        }
         Command::Run(args) => {
             telemetry::init(args.log_format);
             // kube's rustls and reqwest's may both be compiled in; one provider for the process avoids

@@ -6,8 +6,13 @@ use serde_json::Value;
 const COMMITTED: &str = include_str!("../crds/appservicelink.io_appservicelinks.yaml");
 
 fn generated() -> String {
+    run_crd(&[])
+}
+
+fn run_crd(args: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_appservicelink"))
         .arg("crd")
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -111,4 +116,14 @@ fn cluster_scoped_with_short_name_status_and_printer_columns() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     assert_eq!(columns, ["Ready", "DNS Server", "Services", "Age"]);
+}
+
+#[test]
+fn committed_reference_matches_the_crd() {
+    let committed = include_str!("../docs/crd-reference.md");
+    assert!(
+        run_crd(&["--reference"]) == committed,
+        "docs/crd-reference.md is stale: run `cargo run -- crd --reference > docs/crd-reference.md`"
+    );
+    assert!(committed.contains("| `spec.dns.zone` | string |"));
 }

@@ -4,4 +4,5 @@
 mod app_services;
 mod dry_run;
 mod harness;
+mod sandbox;
 mod scenarios;

@@ -46,7 +46,7 @@ use std::{
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
 /// Tenant id used when none is configured.
-pub const DEFAULT_TENANT_ID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+pub const DEFAULT_TENANT_ID: &str = "8c1f1e2a-5b7d-4e3a-9f60-5a1d0c3b7e21";
 /// Client id of the application registered by default.
 pub const DEFAULT_CLIENT_ID: &str = "5f4b3c2a-1d0e-4f9a-8b7c-6d5e4f3a2b1c";
 /// Secret of the application registered by default.

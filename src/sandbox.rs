@@ -1,0 +1,434 @@
+//! `appservicelink sandbox`: the whole product on one machine, with no cluster and no Azure.
+//!
+//! It starts the simulated Kubernetes API server and the simulated Azure side (load-balancer IPs,
+//! ARM with App Services, the Entra ID token endpoint over HTTPS), seeds a small realistic world,
+//! and runs the real controller on the same code path as `run`, talking to both over HTTP(S). It
+//! prints every change the operator makes as it happens, and a kubeconfig so a person can drive it
+//! with kubectl.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use azure_sim::{AzureSim, AzureSimOptions, SiteId};
+use kube_sim::{SimCluster, SimOptions};
+use serde_json::{json, Value};
+
+use crate::arm::ArmClient;
+use crate::azure_auth::{AzureConfig, CredentialKind};
+use crate::{controller, crd};
+use kube::CustomResourceExt;
+
+/// The example link the sandbox applies.
+pub const EXAMPLE: &str = include_str!("../examples/full.yaml");
+/// The world the sandbox starts from, besides the example link.
+const WORLD: &str = include_str!("sandbox/world.yaml");
+/// Subscription of the sandbox's App Services (the example's placeholder).
+const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+/// How long `--exit-when-ready` waits before giving up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How to run the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxOptions {
+    /// Where to write the kubeconfig for kubectl.
+    pub kubeconfig: PathBuf,
+    /// Exit 0 once every link is Ready, after printing the summary.
+    pub exit_when_ready: bool,
+    /// Port for the App Service settings endpoint (`0` picks a free one).
+    pub http_port: u16,
+}
+
+/// The sandbox's App Services: one site and its staging slot, as the example names them.
+fn sites() -> Vec<SiteId> {
+    vec![
+        SiteId {
+            subscription_id: SUBSCRIPTION.into(),
+            resource_group: "rg-web".into(),
+            name: "contoso-web".into(),
+            slot: None,
+        },
+        SiteId {
+            subscription_id: SUBSCRIPTION.into(),
+            resource_group: "rg-web".into(),
+            name: "contoso-web".into(),
+            slot: Some("staging".into()),
+        },
+    ]
+}
+
+fn site_label(site: &SiteId) -> String {
+    match &site.slot {
+        Some(slot) => format!("{}/slots/{slot}", site.name),
+        None => site.name.clone(),
+    }
+}
+
+/// Runs the sandbox until Ctrl-C, or until Ready with `exit_when_ready`.
+pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut phases: Vec<(&str, Duration)> = Vec::new();
+    let mut phase = Instant::now();
+    let mut done = |name, phase: &mut Instant| {
+        phases.push((name, phase.elapsed()));
+        *phase = Instant::now();
+    };
+
+    let cluster = SimCluster::start(SimOptions::default())
+        .await
+        .context("starting the simulated Kubernetes API server")?;
+    done("simulated Kubernetes API server", &mut phase);
+    let azure = AzureSim::start(AzureSimOptions::default())
+        .await
+        .context("starting the simulated Azure")?;
+    done("simulated Azure (ARM, Entra ID, CA)", &mut phase);
+    seed(&cluster, &azure)?;
+    cluster
+        .write_kubeconfig(&opts.kubeconfig)
+        .with_context(|| format!("writing {}", opts.kubeconfig.display()))?;
+    done("seeding the world", &mut phase);
+
+    // The real controller, on the same code path as `run`, over HTTP(S) to both simulations.
+    let ca = std::env::temp_dir().join(format!(
+        "appservicelink-sandbox-ca-{}.pem",
+        std::process::id()
+    ));
+    azure.write_ca(&ca)?;
+    let client = kube_client(&cluster).await?;
+    let arm = sandbox_arm_client(&azure, &ca)?;
+    let config = controller::Config {
+        resync: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let mut controller = tokio::spawn(controller::run(client, config, Ok(arm)));
+    let settings_addr = serve_app_settings(azure.clone(), opts.http_port).await?;
+    done("starting the controller", &mut phase);
+
+    println!("AppServiceLink sandbox: a simulated AKS cluster and Azure, and the real operator.");
+    for (name, took) in &phases {
+        println!("  {name:<40} {:>7.1} ms", took.as_secs_f64() * 1000.0);
+    }
+    println!(
+        "Applied examples/full.yaml as AppServiceLink web-to-backend. Watching the operator:\n"
+    );
+
+    let mut last = snapshot(&cluster, &azure);
+    let mut ready_at: Option<Duration> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                println!("\nStopping the sandbox.");
+                break;
+            }
+            result = &mut controller => {
+                anyhow::bail!("the controller stopped unexpectedly: {:?}", result);
+            }
+            _ = tick.tick() => {}
+        }
+        let now = snapshot(&cluster, &azure);
+        for line in changes(&last, &now) {
+            println!("  [{:>6.2}s] {line}", started.elapsed().as_secs_f64());
+        }
+        last = now;
+        if ready_at.is_none() && all_ready(&cluster) {
+            let took = started.elapsed();
+            ready_at = Some(took);
+            print_summary(&cluster, &azure, took);
+            if opts.exit_when_ready {
+                break;
+            }
+            print_instructions(&opts.kubeconfig, settings_addr);
+        }
+        if ready_at.is_none() && opts.exit_when_ready && started.elapsed() > READY_TIMEOUT {
+            anyhow::bail!("not Ready after {READY_TIMEOUT:?}; the changes printed above show how far the operator got");
+        }
+    }
+    controller.abort();
+    cluster.shutdown().await;
+    azure.shutdown().await;
+    let _ = std::fs::remove_file(&ca);
+    Ok(())
+}
+
+/// Applies the CRD, the world, the App Services and the example link.
+fn seed(cluster: &SimCluster, azure: &AzureSim) -> anyhow::Result<()> {
+    let seeder = "sandbox-seed";
+    cluster.apply_as(seeder, serde_json::to_value(crd::AppServiceLink::crd())?)?;
+    for doc in yaml_documents(WORLD)?
+        .into_iter()
+        .chain(yaml_documents(EXAMPLE)?)
+    {
+        let name = format!(
+            "{} {}",
+            doc["kind"].as_str().unwrap_or_default(),
+            doc["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        cluster
+            .apply_as(seeder, doc)
+            .with_context(|| format!("seeding {name}"))?;
+    }
+    let existing = BTreeMap::from([
+        (
+            "ConnectionStrings__Orders".to_string(),
+            "Server=tcp:orders-db.contoso.internal,1433;Database=orders".to_string(),
+        ),
+        ("WEBSITE_RUN_FROM_PACKAGE".to_string(), "1".to_string()),
+        ("FEATURE_FLAGS".to_string(), "checkout-v2".to_string()),
+    ]);
+    for site in sites() {
+        azure.add_site(site, existing.clone());
+    }
+    Ok(())
+}
+
+fn yaml_documents(text: &str) -> anyhow::Result<Vec<Value>> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(text)
+        .map(Value::deserialize)
+        .filter(|doc| !matches!(doc, Ok(Value::Null)))
+        .collect::<Result<_, _>>()
+        .context("parsing an embedded manifest")
+}
+
+async fn kube_client(cluster: &SimCluster) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig_yaml())?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// An ARM client configured exactly as `run` would be for a sovereign cloud: custom endpoint,
+/// authority host and CA bundle, with a client-secret credential.
+fn sandbox_arm_client(azure: &AzureSim, ca: &Path) -> anyhow::Result<ArmClient> {
+    let config = AzureConfig {
+        arm_endpoint: azure.arm_endpoint(),
+        authority_host: Some(azure.authority_host()),
+        ca_bundle: Some(ca.to_path_buf()),
+        credential: CredentialKind::ClientSecret,
+        ..Default::default()
+    };
+    let http = config.http_client()?;
+    let credential = config.client_secret_credential(
+        &http,
+        azure.tenant_id(),
+        azure_sim::DEFAULT_CLIENT_ID,
+        azure_sim::DEFAULT_CLIENT_SECRET.to_string(),
+    )?;
+    Ok(ArmClient::new(
+        http,
+        &config.arm_endpoint,
+        config.scope(),
+        credential,
+    ))
+}
+
+/// Serves the simulated App Services' DNS-related settings as JSON, for `curl`.
+async fn serve_app_settings(azure: AzureSim, port: u16) -> anyhow::Result<SocketAddr> {
+    let app = axum::Router::new().route(
+        "/app-services",
+        axum::routing::get(move || {
+            let azure = azure.clone();
+            async move { axum::Json(app_services_json(&azure)) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(addr)
+}
+
+fn app_services_json(azure: &AzureSim) -> Value {
+    let mut out = serde_json::Map::new();
+    for site in sites() {
+        out.insert(
+            site.resource_id(),
+            json!({
+                "appSettings": azure.app_settings(&site),
+                "dnsConfiguration": azure.dns_configuration(&site),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// The facts a person follows, by name: Services, the override, the CoreDNS roll, the App
+/// Services' DNS settings and each link's readiness.
+fn snapshot(cluster: &SimCluster, azure: &AzureSim) -> BTreeMap<String, String> {
+    let mut facts = BTreeMap::new();
+    for svc in cluster.list("v1", "Service") {
+        let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = svc["metadata"]["name"].as_str().unwrap_or_default();
+        if ns == "kube-system" && name == "kube-dns" {
+            continue;
+        }
+        let mut fact = svc["spec"]["type"]
+            .as_str()
+            .unwrap_or("ClusterIP")
+            .to_string();
+        if svc["metadata"]["annotations"][crate::service_link::ANNOTATION_INTERNAL] == "true" {
+            fact.push_str(", internal");
+        }
+        if let Some(ip) = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
+            fact.push_str(&format!(", IP {ip}"));
+        }
+        facts.insert(format!("Service {ns}/{name}"), fact);
+    }
+    let override_text = cluster
+        .get("v1", "ConfigMap", Some("kube-system"), "coredns-custom")
+        .and_then(|cm| {
+            cm["data"][crate::corefile::OVERRIDE_KEY]
+                .as_str()
+                .map(|s| s.trim().to_string())
+        });
+    facts.insert(
+        format!("CoreDNS override ({})", crate::corefile::OVERRIDE_KEY),
+        override_text.unwrap_or_else(|| "(none)".into()),
+    );
+    let rollout = cluster
+        .get("apps/v1", "Deployment", Some("kube-system"), "coredns")
+        .and_then(|d| {
+            d["spec"]["template"]["metadata"]["annotations"][crate::corefile::HASH_ANNOTATION]
+                .as_str()
+                .map(str::to_string)
+        });
+    facts.insert(
+        "CoreDNS rolled for override".into(),
+        rollout.unwrap_or_else(|| "(never)".into()),
+    );
+    for site in sites() {
+        let settings = azure.app_settings(&site).unwrap_or_default();
+        let dns: Vec<String> = [
+            crate::app_service::DNS_SERVER_SETTING,
+            crate::app_service::DNS_ALT_SERVER_SETTING,
+        ]
+        .iter()
+        .filter_map(|k| settings.get(*k).map(|v| format!("{k}={v}")))
+        .collect();
+        let mut fact = if dns.is_empty() {
+            "no DNS setting".to_string()
+        } else {
+            dns.join(" ")
+        };
+        if let Some(servers) = azure
+            .dns_configuration(&site)
+            .and_then(|c| c["dnsServers"].as_array().cloned())
+            .filter(|s| !s.is_empty())
+        {
+            fact.push_str(&format!(
+                ", dnsConfiguration.dnsServers={}",
+                Value::Array(servers)
+            ));
+        }
+        facts.insert(format!("App Service {}", site_label(&site)), fact);
+    }
+    for link in cluster.list("appservicelink.io/v1alpha1", "AppServiceLink") {
+        let name = link["metadata"]["name"].as_str().unwrap_or_default();
+        let ready = condition(&link, "Ready").unwrap_or_else(|| "Unknown".into());
+        let ip = link["status"]["dnsServerIP"]
+            .as_str()
+            .unwrap_or("(waiting for load balancer IP)");
+        facts.insert(
+            format!("AppServiceLink {name}"),
+            format!("Ready={ready}, DNS server {ip}"),
+        );
+    }
+    facts
+}
+
+fn condition(link: &Value, type_: &str) -> Option<String> {
+    link["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+/// One line per fact that appeared, changed or went away.
+fn changes(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (key, value) in after {
+        match before.get(key) {
+            None => lines.push(format!("{key}: {value}")),
+            Some(old) if old != value => lines.push(format!("{key}: {old} → {value}")),
+            _ => {}
+        }
+    }
+    lines.extend(
+        before
+            .keys()
+            .filter(|k| !after.contains_key(*k))
+            .map(|k| format!("{k}: gone")),
+    );
+    lines
+}
+
+fn all_ready(cluster: &SimCluster) -> bool {
+    let links = cluster.list("appservicelink.io/v1alpha1", "AppServiceLink");
+    !links.is_empty()
+        && links
+            .iter()
+            .all(|l| condition(l, "Ready").as_deref() == Some("True"))
+}
+
+fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) {
+    println!(
+        "\nReady in {:.1} s: every AppServiceLink reports Ready.\n",
+        took.as_secs_f64()
+    );
+    println!("  {:<44} Resolves to (internal load balancer)", "Name");
+    for link in cluster.list("appservicelink.io/v1alpha1", "AppServiceLink") {
+        for svc in link["status"]["services"].as_array().into_iter().flatten() {
+            let target = match (svc["state"].as_str(), svc["internalIP"].as_str()) {
+                (_, Some(ip)) => ip.to_string(),
+                (state, None) => format!(
+                    "({}: {})",
+                    state.unwrap_or("?"),
+                    svc["message"].as_str().unwrap_or_default()
+                ),
+            };
+            println!(
+                "  {:<44} {target}",
+                svc["fqdn"].as_str().unwrap_or_default()
+            );
+        }
+        if let Some(ip) = link["status"]["dnsServerIP"].as_str() {
+            println!(
+                "\n  DNS server for App Services: {ip} (AppServiceLink {})",
+                link["metadata"]["name"].as_str().unwrap_or_default()
+            );
+        }
+    }
+    for site in sites() {
+        let settings = azure.app_settings(&site).unwrap_or_default();
+        let dns: Vec<String> = settings
+            .iter()
+            .filter(|(k, _)| k.starts_with("WEBSITE_DNS"))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("  App Service {:<32} {}", site_label(&site), dns.join(" "));
+    }
+}
+
+fn print_instructions(kubeconfig: &Path, settings: SocketAddr) {
+    let kubeconfig = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.to_path_buf());
+    println!(
+        r#"
+Try it (the operator reacts to every change, and this window shows what it does):
+  export KUBECONFIG={kubeconfig}
+  kubectl get asl
+  kubectl get svc -A
+  kubectl describe asl web-to-backend
+  kubectl patch asl web-to-backend --type merge -p '{{"spec":{{"dns":{{"service":{{"staticIP":"10.240.0.99"}}}}}}}}'
+  kubectl -n shop label svc payments appservicelink.io/expose=true
+  curl http://{settings}/app-services      # the simulated App Services' settings
+  kubectl delete asl web-to-backend        # everything is put back
+  kubectl apply -f examples/two-zones.yaml # then two teams, two zones, one DNS Service
+
+Press Ctrl-C to stop."#,
+        kubeconfig = kubeconfig.display()
+    );
+}

@@ -1,0 +1,301 @@
+//! The README's first command, `appservicelink sandbox`, driven with kubectl as a person would; and
+//! every example in examples/ applied and brought to Ready, so none can rot.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use azure_sim::SiteId;
+use serde_json::Value;
+
+use crate::harness::Harness;
+
+/// Runs kubectl against a kubeconfig; returns (success, stdout + stderr).
+fn kubectl(kubeconfig: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A plain HTTP GET on loopback, as curl would do it.
+async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+async fn wait_for(what: &str, output: &Mutex<String>, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}\n--- sandbox output ---\n{}",
+            output.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("sandbox.kubeconfig");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+        .args(["sandbox", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let output = Arc::new(Mutex::new(String::new()));
+    let stdout = child.stdout.take().unwrap();
+    let sink = output.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let mut out = sink.lock().unwrap();
+            out.push_str(&line);
+            out.push('\n');
+        }
+    });
+    wait_for("the sandbox to be Ready", &output, || {
+        output.lock().unwrap().contains("Press Ctrl-C to stop.")
+    })
+    .await;
+    let printed = output.lock().unwrap().clone();
+    assert!(
+        printed.contains("api.shop.contoso.internal") && printed.contains("10.240.0.53"),
+        "{printed}"
+    );
+    assert!(printed.contains("export KUBECONFIG="), "{printed}");
+    let curl = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("curl "))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    let (ok, table) = kubectl(&kubeconfig, &["get", "asl"]);
+    assert!(
+        ok && table.contains("web-to-backend")
+            && table.contains("True")
+            && table.contains("10.240.0.53"),
+        "{table}"
+    );
+    let (ok, services) = kubectl(&kubeconfig, &["get", "svc", "-A"]);
+    assert!(ok && services.contains("appservicelink-dns"), "{services}");
+    let (ok, described) = kubectl(&kubeconfig, &["describe", "asl", "web-to-backend"]);
+    assert!(ok && described.contains("Dns Server IP"), "{described}");
+    let settings: Value = serde_json::from_str(&http_get(&curl).await).unwrap();
+    let site = settings
+        .as_object()
+        .unwrap()
+        .iter()
+        .find(|(id, _)| id.ends_with("/sites/contoso-web"))
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(site["appSettings"]["WEBSITE_DNS_SERVER"], "10.240.0.53");
+    assert_eq!(
+        site["appSettings"]["FEATURE_FLAGS"], "checkout-v2",
+        "other settings intact"
+    );
+
+    // A person experiments: exposes another Service, moves the DNS IP, then deletes the link.
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &[
+            "-n",
+            "shop",
+            "label",
+            "svc",
+            "payments",
+            "appservicelink.io/expose=true",
+        ],
+    );
+    assert!(ok, "{out}");
+    wait_for("payments to become internal", &output, || {
+        kubectl(
+            &kubeconfig,
+            &[
+                "-n",
+                "shop",
+                "get",
+                "svc",
+                "payments",
+                "-o",
+                "jsonpath={.spec.type}",
+            ],
+        )
+        .1 == "LoadBalancer"
+    })
+    .await;
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &[
+            "patch",
+            "asl",
+            "web-to-backend",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"dns":{"service":{"staticIP":"10.240.0.99"}}}}"#,
+        ],
+    );
+    assert!(ok, "{out}");
+    let mut moved = false;
+    for _ in 0..150 {
+        let settings: Value = serde_json::from_str(&http_get(&curl).await).unwrap();
+        if settings
+            .to_string()
+            .contains("\"WEBSITE_DNS_SERVER\":\"10.240.0.99\"")
+        {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        moved,
+        "the App Service follows the new DNS IP\n{}",
+        output.lock().unwrap()
+    );
+    let (ok, out) = kubectl(
+        &kubeconfig,
+        &["delete", "asl", "web-to-backend", "--timeout=30s"],
+    );
+    assert!(ok, "{out}");
+    let (_, api_type) = kubectl(
+        &kubeconfig,
+        &[
+            "-n",
+            "shop",
+            "get",
+            "svc",
+            "api",
+            "-o",
+            "jsonpath={.spec.type}",
+        ],
+    );
+    assert_eq!(api_type, "ClusterIP", "restored");
+    let settings = http_get(&curl).await;
+    assert!(
+        !settings.contains("WEBSITE_DNS_SERVER"),
+        "App Service settings restored: {settings}"
+    );
+    assert!(
+        output
+            .lock()
+            .unwrap()
+            .contains("Service shop/api: LoadBalancer, internal, IP 10.240.0.5 → ClusterIP"),
+        "progress shows the restore"
+    );
+
+    // Ctrl-C stops it cleanly.
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the sandbox exits 0 on Ctrl-C: {status:?}"
+    );
+}
+
+#[test]
+fn exit_when_ready_prints_the_summary_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+        .args(["sandbox", "--exit-when-ready", "--kubeconfig"])
+        .arg(dir.path().join("kc"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("Ready in") && stdout.contains("WEBSITE_DNS_SERVER=10.240.0.53"),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_is_accepted_and_becomes_ready() {
+    let mut examples: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    examples.sort();
+    assert!(examples.len() >= 4, "{examples:?}");
+    for example in examples {
+        let mut h = Harness::cluster().await;
+        h.with_azure().await;
+        for (rg, name, slot) in [
+            ("rg-web", "contoso-web", None),
+            ("rg-web", "contoso-web", Some("staging")),
+            ("rg-api", "contoso-api", None),
+        ] {
+            let site = SiteId {
+                subscription_id: "00000000-0000-0000-0000-000000000000".into(),
+                resource_group: rg.into(),
+                name: name.into(),
+                slot: slot.map(str::to_string),
+            };
+            h.azure().add_site(site, Default::default());
+        }
+        h.start_operator();
+        h.apply(include_str!("../../src/sandbox/world.yaml"));
+        let yaml = std::fs::read_to_string(&example).unwrap();
+        h.apply(&yaml);
+        let names: Vec<String> = yaml
+            .split("\n---")
+            .filter_map(|doc| {
+                let doc: Value = serde_norway::from_str(doc).ok()?;
+                doc["metadata"]["name"].as_str().map(str::to_string)
+            })
+            .collect();
+        for name in &names {
+            h.wait_ready(name).await;
+        }
+        let linked: i64 = names
+            .iter()
+            .map(|n| {
+                h.link(n).unwrap()["status"]["linkedServiceCount"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .sum();
+        assert!(linked > 0, "{}: no Service linked", example.display());
+    }
+}
