@@ -369,3 +369,134 @@ async fn a_missing_role_is_a_clear_condition() {
         .contains_key("WEBSITE_DNS_SERVER"));
     assert!(arm_writes(&h).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_target_is_restored_and_retain_keeps_the_settings() {
+    let web = site("contoso-web", None);
+    let staging = site("contoso-web", Some("staging"));
+    let h = started(&[web.clone(), staging.clone()], "3600").await;
+    let both = format!(
+        "{}{}",
+        target("contoso-web", None),
+        target("contoso-web", Some("staging"))
+    );
+    h.apply(&link(&both, "AppSettings", "10.240.0.53"));
+    app_services_ready(&h).await;
+    // The slot leaves the link: its previous state (no WEBSITE_DNS_SERVER) comes back, the site stays.
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    h.eventually("the slot restored", |h| {
+        (!h.azure()
+            .app_settings(&staging)?
+            .contains_key("WEBSITE_DNS_SERVER"))
+        .then_some(())
+    })
+    .await;
+    h.eventually("the slot's entry dropped", |h| {
+        (h.link("web")?["status"]["appServices"].as_array()?.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap()["WEBSITE_DNS_SERVER"],
+        "10.240.0.53"
+    );
+    // With Retain, deleting the link leaves the App Service pointed at the cluster DNS.
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"appServices":{"deletionPolicy":"Retain"}}}"#,
+    ]);
+    h.eventually("Retain observed", |h| {
+        (h.link("web")?["status"]["observedGeneration"] == h.link("web")?["metadata"]["generation"])
+            .then_some(())
+    })
+    .await;
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap()["WEBSITE_DNS_SERVER"],
+        "10.240.0.53"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_errors_timeouts_and_202_are_ridden_out() {
+    let web = site("contoso-web", None);
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    h.azure().add_site(web.clone(), foreign_settings());
+    h.operator_args(&["--arm-timeout-seconds", "1"]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.azure().inject(Fault {
+        method: Some("POST".into()),
+        path_contains: "/config/appsettings/list".into(),
+        kind: FaultKind::ServerError,
+        times: 2,
+    });
+    h.azure().inject(Fault {
+        method: Some("GET".into()),
+        path_contains: "/sites/contoso-web".into(),
+        kind: FaultKind::Delay(Duration::from_secs(3)),
+        times: 1,
+    });
+    h.azure().inject(Fault {
+        method: Some("PUT".into()),
+        path_contains: "/config/appsettings".into(),
+        kind: FaultKind::Accepted,
+        times: 1,
+    });
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    app_services_ready(&h).await;
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap()["WEBSITE_DNS_SERVER"],
+        "10.240.0.53"
+    );
+    let statuses: Vec<u16> = h.azure().requests().iter().map(|r| r.status).collect();
+    assert!(
+        statuses.contains(&500) && statuses.contains(&202),
+        "{statuses:?}"
+    );
+    assert_eq!(
+        arm_writes(&h).len(),
+        1,
+        "the 202 write counted; no second write"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_identity_is_detected_from_the_environment() {
+    let web = site("contoso-web", None);
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    h.use_workload_identity();
+    h.azure().add_site(web.clone(), foreign_settings());
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    app_services_ready(&h).await;
+    let kinds: Vec<String> = h
+        .azure()
+        .token_requests()
+        .iter()
+        .map(|t| format!("{:?}", t.credential))
+        .collect();
+    assert!(
+        !kinds.is_empty() && kinds.iter().all(|k| k == "Assertion"),
+        "{kinds:?}"
+    );
+}

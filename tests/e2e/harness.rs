@@ -95,6 +95,20 @@ impl Harness {
         self.azure = Some(sim);
     }
 
+    /// Switches the operator from the client secret to AKS workload identity, detected from the
+    /// environment the webhook injects (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`, ...).
+    pub fn use_workload_identity(&mut self) {
+        let token_file = self.dir.path().join("azure-identity-token");
+        // A projected service-account token: a JWT, without a trailing newline.
+        std::fs::write(&token_file, "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6YXBwc2VydmljZWxpbmsifQ.c2lnbmF0dXJl").unwrap();
+        self.env
+            .retain(|(k, _)| k != "AZURE_CLIENT_SECRET" && k != "APPSERVICELINK_AZURE_CREDENTIAL");
+        self.env.push((
+            "AZURE_FEDERATED_TOKEN_FILE".into(),
+            token_file.display().to_string(),
+        ));
+    }
+
     /// The simulated Azure side.
     pub fn azure(&self) -> &AzureSim {
         self.azure.as_ref().expect("with_azure() was called")

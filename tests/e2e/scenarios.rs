@@ -584,3 +584,58 @@ async fn a_gitops_tool_reverting_the_conversion_is_named_and_not_fought_forever(
         "the operator stopped fighting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_coredns_custom_is_created_and_restarts_can_be_switched_off() {
+    let mut h = Harness::cluster().await;
+    h.kubectl_ok(&["-n", "kube-system", "delete", "configmap", "coredns-custom"]);
+    h.operator_args(&["--restart-coredns=false"]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    assert_eq!(
+        h.coredns_custom()["data"],
+        json!({OVERRIDE_KEY: "k8s_external mydomain.local\n"})
+    );
+    assert_eq!(writes_to(&h, "/deployments/coredns"), 0, "restarts are off");
+    let (_, _, message) = h.condition("web", "CoreDNSOverrideReady").unwrap();
+    assert!(message.contains("reload plugin"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coredns_deployment_name_is_configurable() {
+    let mut h = Harness::cluster().await;
+    h.apply(
+        &include_str!("fixtures/kube-system.yaml")
+            .replace("name: coredns\n", "name: coredns-k3s\n"),
+    );
+    h.operator_args(&["--coredns-deployment", "coredns-k3s"]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    assert_eq!(writes_to(&h, "/deployments/coredns-k3s"), 1);
+    assert_eq!(writes_to(&h, "/deployments/coredns"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_deleted_mid_way_is_not_an_error() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    h.kubectl_ok(&["-n", "shop", "delete", "service", "orders"]);
+    h.eventually("status drops the deleted Service", |h| {
+        (h.link("web")?["status"]["linkedServiceCount"] == 1).then_some(())
+    })
+    .await;
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    assert!(h.service("shop", "orders").is_none(), "never re-created");
+    assert_eq!(svc_type(&h.service("shop", "api").unwrap()), "ClusterIP");
+    assert!(
+        !h.operator_log().contains("reconcile failed"),
+        "{}",
+        h.operator_log()
+    );
+}
