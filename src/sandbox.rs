@@ -203,7 +203,7 @@ async fn kube_client(cluster: &SimCluster) -> anyhow::Result<kube::Client> {
 
 /// An ARM client configured exactly as `run` would be for a sovereign cloud: custom endpoint,
 /// authority host and CA bundle, with a client-secret credential.
-fn sandbox_arm_client(azure: &AzureSim, ca: &Path) -> anyhow::Result<ArmClient> {
+pub fn sandbox_arm_client(azure: &AzureSim, ca: &Path) -> anyhow::Result<ArmClient> {
     let config = AzureConfig {
         arm_endpoint: azure.arm_endpoint(),
         authority_host: Some(azure.authority_host()),
