@@ -8,7 +8,8 @@
 //! - [`app_service`]: App Services pointed at the DNS Service.
 //!
 //! [`controller`] wires the watches and calls the duties; [`crd`] and [`validation`] define and
-//! check the resource. [`endpoints`] serves [`health`] and [`metrics`] over HTTP.
+//! check the resource. [`leader`] lets one replica of several run the controller; [`endpoints`]
+//! serves [`health`] and [`metrics`] over HTTP.
 
 pub mod app_service;
 pub mod arm;
@@ -19,6 +20,7 @@ pub mod crd;
 pub mod dns_service;
 pub mod endpoints;
 pub mod health;
+pub mod leader;
 pub mod metrics;
 pub mod service_link;
 pub mod status;
