@@ -118,6 +118,8 @@ impl Harness {
             .args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,appservicelink=debug")
+            // Operators of tests running in parallel must not race for the default port.
+            .env("APPSERVICELINK_HTTP_PORT", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
