@@ -3,4 +3,5 @@
 
 mod app_services;
 mod harness;
+mod runtime;
 mod scenarios;
