@@ -17,22 +17,39 @@ const SUB: &str = "00000000-0000-0000-0000-000000000000";
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 async fn wait(what: &str, mut done: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     while !done() {
-        assert!(start.elapsed() < Duration::from_secs(120), "timed out: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     start.elapsed()
 }
 
 fn ready(cluster: &SimCluster) -> bool {
-    cluster.get("appservicelink.io/v1alpha1", "AppServiceLink", None, "bench").is_some_and(|l| {
-        l["status"]["conditions"].as_array().is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-    })
+    cluster
+        .get(
+            "appservicelink.io/v1alpha1",
+            "AppServiceLink",
+            None,
+            "bench",
+        )
+        .is_some_and(|l| {
+            l["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -46,24 +63,52 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cluster = SimCluster::start(SimOptions::default()).await?;
     let azure = AzureSim::start(AzureSimOptions::default()).await?;
-    let site = SiteId { subscription_id: SUB.into(), resource_group: "rg".into(), name: "bench-web".into(), slot: None };
-    azure.add_site(site.clone(), BTreeMap::from([("KEEP".to_string(), "1".to_string())]));
-    cluster.apply_as("bench", serde_json::to_value(appservicelink::crd::AppServiceLink::crd())?)?;
+    let site = SiteId {
+        subscription_id: SUB.into(),
+        resource_group: "rg".into(),
+        name: "bench-web".into(),
+        slot: None,
+    };
+    azure.add_site(
+        site.clone(),
+        BTreeMap::from([("KEEP".to_string(), "1".to_string())]),
+    );
+    cluster.apply_as(
+        "bench",
+        serde_json::to_value(appservicelink::crd::AppServiceLink::crd())?,
+    )?;
     cluster.apply_as("bench", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system"},
         "spec": {"selector": {"matchLabels": {"k8s-app": "kube-dns"}}, "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
         "spec": {"containers": [{"name": "coredns", "image": "coredns"}]}}}}))?;
-    cluster.apply_as("bench", json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}))?;
+    cluster.apply_as(
+        "bench",
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "bench"}}),
+    )?;
     for i in 0..services {
         cluster.apply_as("bench", json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("svc-{i}"), "namespace": "bench",
             "labels": {"expose": "true"}}, "spec": {"ports": [{"port": 80}]}}))?;
     }
 
-    let ca = std::env::temp_dir().join(format!("appservicelink-bench-ca-{}.pem", std::process::id()));
+    let ca = std::env::temp_dir().join(format!(
+        "appservicelink-bench-ca-{}.pem",
+        std::process::id()
+    ));
     azure.write_ca(&ca)?;
     let arm = appservicelink::sandbox::sandbox_arm_client(&azure, &ca)?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig_yaml())?;
-    let client = kube::Client::try_from(kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?)?;
-    let controller = tokio::spawn(controller::run(client, controller::Config::default(), Ok(arm)));
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
+    )?;
+    let metrics = std::sync::Arc::new(appservicelink::metrics::Metrics::new());
+    let health = appservicelink::health::Health::default();
+    let controller = tokio::spawn(controller::run(
+        client,
+        controller::Config::default(),
+        Ok(arm),
+        metrics,
+        health,
+        std::future::pending(),
+    ));
 
     let link = |ip: &str| {
         json!({"apiVersion": "appservicelink.io/v1alpha1", "kind": "AppServiceLink", "metadata": {"name": "bench"},
@@ -75,14 +120,19 @@ async fn main() -> anyhow::Result<()> {
     cluster.apply_as("kubectl", link("10.240.1.1"))?;
     let converge = wait("first convergence", || ready(&cluster)).await;
     let writes_after_converge = azure.writes().len();
-    println!("first convergence of a link with {services} Services and 1 App Service: {:.0} ms", converge.as_secs_f64() * 1000.0);
+    println!(
+        "first convergence of a link with {services} Services and 1 App Service: {:.0} ms",
+        converge.as_secs_f64() * 1000.0
+    );
 
     let mut follow = Vec::new();
     for round in 0..rounds {
         let ip = format!("10.240.2.{}", round + 1);
         cluster.apply_as("kubectl", link(&ip))?;
         let took = wait("the App Service to follow the new IP", || {
-            azure.app_settings(&site).is_some_and(|s| s.get("WEBSITE_DNS_SERVER") == Some(&ip))
+            azure
+                .app_settings(&site)
+                .is_some_and(|s| s.get("WEBSITE_DNS_SERVER") == Some(&ip))
         })
         .await;
         follow.push(took);

@@ -414,6 +414,9 @@ async fn sync(
             ));
         }
     }
+    if entry.in_sync {
+        ctx.metrics.app_service_in_sync(&entry.resource_id);
+    }
     Ok(())
 }
 
@@ -455,6 +458,7 @@ async fn let_go(
     entry: &AppServiceStatus,
 ) -> Result<(), ArmError> {
     let id = &entry.resource_id;
+    ctx.metrics.forget_app_service(id);
     if link.spec.app_services.deletion_policy == DeletionPolicy::Retain || entry.previous.is_empty()
     {
         return Ok(());

@@ -5,10 +5,11 @@
 //! converged link costs no writes.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -24,6 +25,8 @@ use tracing::{info, warn};
 
 use crate::arm::ArmClient;
 use crate::crd::{AppServiceLink, AppServiceLinkStatus};
+use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::status::{self, types, DutyStatus, Observed};
 use crate::{app_service, corefile, dns_service, service_link, validation};
 
@@ -76,9 +79,6 @@ pub enum Error {
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-    /// The operator's caches stopped.
-    #[error("the watch caches stopped")]
-    CachesStopped,
     /// App Services could not be restored; the link keeps its finalizer until they are.
     #[error("{0}")]
     AppService(String),
@@ -90,6 +90,24 @@ impl Error {
         Self::Kube {
             action: action.into(),
             source: Box::new(source),
+        }
+    }
+
+    /// Short category for metrics.
+    pub fn reason(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Self::Kube { source, .. } => match source.as_ref() {
+                kube::Error::Api(status) if status.code == 403 => "KubeForbidden",
+                kube::Error::Api(status) if status.code == 409 => "KubeConflict",
+                kube::Error::Api(_) => "KubeApi",
+                _ => "KubeClient",
+            },
+            Self::Finalizer(err) => match err.as_ref() {
+                Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.reason(),
+                _ => "Finalizer",
+            },
+            Self::AppService(_) => "AppServiceRestore",
         }
     }
 }
@@ -113,6 +131,10 @@ pub struct Context {
     pub namespaces: Store<Namespace>,
     /// The ARM client, or why Azure access is not configured.
     pub arm: Result<ArmClient, String>,
+    /// Reconcile and App Service metrics.
+    pub metrics: Arc<Metrics>,
+    /// Readiness, including whether the caches have synced.
+    pub health: Health,
     recorder: Recorder,
     /// Serialises the cluster-wide duties (DNS Service, CoreDNS override), which every link
     /// computes from all links.
@@ -219,11 +241,14 @@ pub fn selects(
     }
 }
 
-/// Runs the controller until SIGTERM or Ctrl-C.
+/// Runs the controller until SIGTERM, Ctrl-C or `shutdown`, then lets in-flight reconciles finish.
 pub async fn run(
     client: Client,
     config: Config,
     arm: Result<ArmClient, String>,
+    metrics: Arc<Metrics>,
+    health: Health,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
     let links_api = Api::<AppServiceLink>::all(client.clone());
     if let Err(err) = links_api.list(&ListParams::default().limit(1)).await {
@@ -231,11 +256,13 @@ pub async fn run(
             "cannot list AppServiceLinks ({err}); is the CRD installed? Install it with: appservicelink crd | kubectl apply -f -"
         );
     }
+    let synced = health.caches(3);
     let (links, links_writer) = reflector::store();
     // Status writes do not change these, so the operator never wakes itself up by writing status.
     let links_stream = watcher(links_api, watcher::Config::default())
         .default_backoff()
         .reflect(links_writer)
+        .inspect_ok(synced.listed())
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
     let (services, services_writer) = reflector::store();
@@ -245,6 +272,7 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(services_writer)
+    .inspect_ok(synced.listed())
     .touched_objects();
     let (namespaces, namespaces_writer) = reflector::store();
     let namespaces_stream = watcher(
@@ -253,6 +281,7 @@ pub async fn run(
     )
     .default_backoff()
     .reflect(namespaces_writer)
+    .inspect_ok(synced.listed())
     .touched_objects();
     let configmap_stream = watcher(
         Api::<ConfigMap>::namespaced(client.clone(), corefile::NAMESPACE),
@@ -269,6 +298,8 @@ pub async fn run(
         services,
         namespaces,
         arm,
+        metrics,
+        health: health.clone(),
         cluster_wide: tokio::sync::Mutex::new(()),
         failures: Mutex::new(HashMap::new()),
     });
@@ -299,6 +330,7 @@ pub async fn run(
         .with_config(
             kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
         )
+        .graceful_shutdown_on(shutdown)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -345,12 +377,16 @@ fn links_for_service(ctx: &Context, svc: &Service) -> Vec<ObjectRef<AppServiceLi
 }
 
 async fn reconcile(link: Arc<AppServiceLink>, ctx: Arc<Context>) -> Result<Action, Error> {
-    for store in [
-        ctx.services.wait_until_ready().await,
-        ctx.namespaces.wait_until_ready().await,
-    ] {
-        store.map_err(|_| Error::CachesStopped)?;
-    }
+    let started = Instant::now();
+    let result = reconcile_link(link, ctx.clone()).await;
+    ctx.metrics
+        .reconciled(started.elapsed(), result.as_ref().err().map(Error::reason));
+    result
+}
+
+async fn reconcile_link(link: Arc<AppServiceLink>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // Deciding on a partial view could, say, restore a Service only because it was not listed yet.
+    ctx.health.caches_synced().await;
     let api = Api::<AppServiceLink>::all(ctx.client.clone());
     let name = link.name_any();
     if ctx.config.dry_run {

@@ -8,7 +8,8 @@
 //! - [`app_service`]: App Services pointed at the DNS Service.
 //!
 //! [`controller`] wires the watches and calls the duties; [`crd`] and [`validation`] define and
-//! check the resource.
+//! check the resource. [`leader`] lets one replica of several run the controller; [`endpoints`]
+//! serves [`health`] and [`metrics`] over HTTP.
 
 pub mod app_service;
 pub mod arm;
@@ -17,6 +18,10 @@ pub mod controller;
 pub mod corefile;
 pub mod crd;
 pub mod dns_service;
+pub mod endpoints;
+pub mod health;
+pub mod leader;
+pub mod metrics;
 pub mod sandbox;
 pub mod service_link;
 pub mod status;

@@ -1,9 +1,13 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use appservicelink::arm::ArmClient;
-use appservicelink::{azure_auth, controller, crd, sandbox, telemetry};
+use appservicelink::health::Health;
+use appservicelink::metrics::Metrics;
+use appservicelink::{azure_auth, controller, crd, endpoints, leader, sandbox, telemetry};
 
 /// AppServiceLink: links Azure App Services to AKS Services over internal load balancers and CoreDNS.
 #[derive(Parser)]
@@ -91,6 +95,29 @@ struct RunArgs {
         default_value = "text"
     )]
     log_format: telemetry::LogFormat,
+    /// Port for /healthz, /readyz and /metrics, on every interface (0 picks a free port; the log
+    /// names it).
+    #[arg(long, env = "APPSERVICELINK_HTTP_PORT", default_value_t = 8080)]
+    http_port: u16,
+    /// Run the controller only while holding the leader Lease, so that several replicas can run:
+    /// one reconciles, the others stand by. A replica's identity is POD_NAME, or else the hostname
+    /// plus a random suffix.
+    #[arg(long, env = "APPSERVICELINK_LEADER_ELECT", num_args = 0..=1, default_value_t = false, default_missing_value = "true", action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (in a cluster: the operator's own, from the Downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(
+        long,
+        env = "APPSERVICELINK_LEADER_ELECTION_LEASE_NAME",
+        default_value = "appservicelink-leader"
+    )]
+    leader_election_lease_name: String,
+    /// Seconds the leader Lease stays valid after a renewal: a standby takes over this long after
+    /// the leader dies (at once when it shuts down cleanly). The leader renews a third of it early.
+    #[arg(long, env = "APPSERVICELINK_LEADER_ELECTION_LEASE_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..))]
+    leader_election_lease_seconds: u64,
 }
 
 #[tokio::main]
@@ -127,24 +154,78 @@ async fn main() -> anyhow::Result<()> {
                 credential: args.azure_credential,
                 request_timeout: Duration::from_secs(args.arm_timeout_seconds),
             };
-            let arm = arm_client(&azure);
+            let metrics = Arc::new(Metrics::new());
+            let health = Health::default();
+            let shutdown = shutdown_on_signal(health.clone());
+            let arm = arm_client(&azure, &metrics);
             if let Err(reason) = &arm {
                 tracing::warn!(%reason, "Azure access is not configured; links that name App Services will report it");
             }
-            controller::run(client, config, arm).await?;
+            // Probes and scrapes are answered until the very end, through the shutdown.
+            let stop_serving = CancellationToken::new();
+            let server = tokio::spawn(endpoints::serve(
+                endpoints::bind(args.http_port).await?,
+                metrics.clone(),
+                health.clone(),
+                stop_serving.clone().cancelled_owned(),
+            ));
+            let controller = controller::run(
+                client.clone(),
+                config,
+                arm,
+                metrics.clone(),
+                health.clone(),
+                shutdown.clone().cancelled_owned(),
+            );
+            if args.leader_elect {
+                let election = leader::Config {
+                    namespace: args.leader_election_namespace,
+                    lease_name: args.leader_election_lease_name,
+                    lease_seconds: args.leader_election_lease_seconds,
+                    identity: leader::identity(),
+                };
+                leader::run(client, election, &metrics, &health, &shutdown, controller).await?;
+            } else {
+                metrics.set_leader(true);
+                health.active();
+                controller.await?;
+            }
+            stop_serving.cancel();
+            server.await??;
         }
     }
     Ok(())
 }
 
 /// The ARM client, or why it could not be built (reported on links that need it).
-fn arm_client(azure: &azure_auth::AzureConfig) -> Result<ArmClient, String> {
+fn arm_client(
+    azure: &azure_auth::AzureConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<ArmClient, String> {
     let http = azure.http_client().map_err(|e| e.to_string())?;
     let credential = azure.credential(&http).map_err(|e| e.to_string())?;
-    Ok(ArmClient::new(
-        http,
-        &azure.arm_endpoint,
-        azure.scope(),
-        credential,
-    ))
+    let metrics = metrics.clone();
+    Ok(
+        ArmClient::new(http, &azure.arm_endpoint, azure.scope(), credential)
+            .with_observer(Arc::new(move |op, status| metrics.arm_request(op, status))),
+    )
+}
+
+/// Cancelled at the first SIGTERM or Ctrl-C; from then on the replica reports itself not ready.
+fn shutdown_on_signal(health: Health) -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("a SIGTERM handler can be installed");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("shutting down");
+        health.stopping();
+        cancel.cancel();
+    });
+    token
 }

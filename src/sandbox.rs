@@ -102,7 +102,16 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         resync: Duration::from_secs(30),
         ..Default::default()
     };
-    let mut controller = tokio::spawn(controller::run(client, config, Ok(arm)));
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
+    let health = crate::health::Health::default();
+    let mut controller = tokio::spawn(controller::run(
+        client,
+        config,
+        Ok(arm),
+        metrics,
+        health,
+        std::future::pending(),
+    ));
     let settings_addr = serve_app_settings(azure.clone(), opts.http_port).await?;
     done("starting the controller", &mut phase);
 

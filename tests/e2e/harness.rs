@@ -1,7 +1,9 @@
 //! One simulated cluster per test, the real operator binary against it, and kubectl to drive it.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use azure_sim::{AzureSim, AzureSimOptions};
@@ -25,6 +27,8 @@ pub struct Harness {
     kubeconfig: PathBuf,
     operator: Option<Child>,
     operator_runs: usize,
+    /// Logs of the replicas started with [`Harness::spawn_replica`].
+    replica_logs: Vec<PathBuf>,
     extra_args: Vec<String>,
     env: Vec<(String, String)>,
     azure: Option<AzureSim>,
@@ -46,6 +50,7 @@ impl Harness {
             kubeconfig,
             operator: None,
             operator_runs: 0,
+            replica_logs: Vec::new(),
             extra_args: Vec::new(),
             env: Vec::new(),
             azure: None,
@@ -128,16 +133,45 @@ impl Harness {
             args.extend(["--resync-seconds".to_string(), "3600".to_string()]);
         }
         args.extend(self.extra_args.iter().cloned());
-        let child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
-            .args(&args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info,appservicelink=debug")
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
+        let child = self
+            .operator_command(&args, log)
             .spawn()
             .expect("operator binary starts");
         self.operator = Some(child);
+    }
+
+    fn operator_command(&self, args: &[String], log: std::fs::File) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_appservicelink"));
+        command
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "info,appservicelink=debug")
+            // Operators of tests running in parallel must not race for the default port.
+            .env("APPSERVICELINK_HTTP_PORT", "0")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        command
+    }
+
+    /// Starts one more operator process, `run` with `args`, named `name` through `POD_NAME` as the
+    /// Downward API would; for leader election, beside or instead of [`Harness::start_operator`].
+    pub fn spawn_replica(&mut self, name: &str, args: &[&str]) -> Replica {
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut run = vec!["run".to_string()];
+        run.extend(args.iter().map(|a| a.to_string()));
+        let child = self
+            .operator_command(&run, log)
+            .env("POD_NAME", name)
+            .spawn()
+            .expect("operator binary starts");
+        self.replica_logs.push(log_path.clone());
+        Replica {
+            name: name.to_string(),
+            child,
+            log: log_path,
+        }
     }
 
     /// Kills the operator abruptly, as a node failure would.
@@ -152,11 +186,16 @@ impl Harness {
         self.dir.path().join(format!("operator-{run}.log"))
     }
 
-    /// Everything the operator logged, across restarts.
+    /// Everything the operator logged, across restarts, then what each replica logged.
     pub fn operator_log(&self) -> String {
-        (1..=self.operator_runs)
+        let mut log: String = (1..=self.operator_runs)
             .map(|run| std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
-            .collect()
+            .collect();
+        for path in &self.replica_logs {
+            log.push_str(&format!("--- {} ---\n", path.display()));
+            log.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        log
     }
 
     /// Runs kubectl against the simulated cluster.
@@ -302,6 +341,103 @@ impl Harness {
         .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// An operator process started with [`Harness::spawn_replica`]; killed when dropped.
+pub struct Replica {
+    pub name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Replica {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port of its /healthz, /readyz and /metrics, once it has logged it.
+    pub fn http_port(&self) -> Option<u16> {
+        http_port(&self.log())
+    }
+
+    /// Kills it abruptly (SIGKILL), as a node failure would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Asks it to stop (SIGTERM), as the kubelet does when deleting a pod.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "SIGTERM to {}", self.name);
+    }
+
+    /// How it exited, if it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The port an operator logged for its HTTP endpoints.
+pub fn http_port(log: &str) -> Option<u16> {
+    let log = strip_ansi(log);
+    let line = log.lines().find(|l| l.contains("serving /healthz"))?;
+    let address = line
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix("address="))?;
+    address.rsplit(':').next()?.parse().ok()
+}
+
+/// Removes terminal colour codes (the operator's text log has them).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI sequences end with a letter, e.g. ESC [ 3 m.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+/// `GET http://127.0.0.1:{port}{path}` as (status, body); `None` when nothing answers.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The value of one Prometheus sample, `series` being its name and labels exactly as exposed.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
 }
 
 impl Drop for Harness {

@@ -4,5 +4,6 @@
 mod app_services;
 mod dry_run;
 mod harness;
+mod runtime;
 mod sandbox;
 mod scenarios;
