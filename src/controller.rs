@@ -440,7 +440,16 @@ async fn apply(link: &AppServiceLink, ctx: &Context) -> Result<Action, Error> {
             condition_type: t,
             ..duty.clone()
         });
-        write_status(link, ctx, &invalid, Observed::default()).await?;
+        // Keep the record of App Service settings to restore: an invalid spec changes nothing else.
+        let kept = Observed {
+            app_services: link
+                .status
+                .as_ref()
+                .map(|s| s.app_services.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        write_status(link, ctx, &invalid, kept).await?;
         return Ok(Action::await_change());
     }
     let services = service_link::reconcile(ctx, link).await?;

@@ -500,3 +500,45 @@ async fn workload_identity_is_detected_from_the_environment() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_that_turns_invalid_keeps_what_it_must_restore() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "3600").await;
+    let mut crd: Value = serde_norway::from_str(crate::harness::CRD).unwrap();
+    crate::harness::strip_validations(&mut crd);
+    h.apply(&serde_norway::to_string(&crd).unwrap());
+    let mut before = foreign_settings();
+    before.insert("WEBSITE_DNS_SERVER".into(), "168.63.129.16".into());
+    h.azure().set_app_settings(&web, before.clone()).unwrap();
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    app_services_ready(&h).await;
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"dns":{"zone":"Not A Zone"}}}"#,
+    ]);
+    h.eventually("InvalidSpec", |h| {
+        h.condition("web", "Ready").filter(|c| c.1 == "InvalidSpec")
+    })
+    .await;
+    let entry = h.link("web").unwrap()["status"]["appServices"][0].clone();
+    assert_eq!(
+        entry["previous"]["WEBSITE_DNS_SERVER"], "168.63.129.16",
+        "{entry}"
+    );
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap(),
+        before,
+        "restored from the kept record"
+    );
+}

@@ -456,7 +456,7 @@ async fn a_bad_zone_that_slipped_past_admission_never_reaches_the_corefile() {
     let h = Harness::start().await;
     // An old CRD without the CEL rules lets the bad zone in.
     let mut crd: Value = serde_norway::from_str(crate::harness::CRD).unwrap();
-    strip_validations(&mut crd);
+    crate::harness::strip_validations(&mut crd);
     h.apply(&serde_norway::to_string(&crd).unwrap());
     h.apply(include_str!("fixtures/shop.yaml"));
     h.apply(&link_yaml(
@@ -480,17 +480,6 @@ async fn a_bad_zone_that_slipped_past_admission_never_reaches_the_corefile() {
         0,
         "nothing else was touched either"
     );
-}
-
-fn strip_validations(node: &mut Value) {
-    match node {
-        Value::Object(map) => {
-            map.remove("x-kubernetes-validations");
-            map.values_mut().for_each(strip_validations);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_validations),
-        _ => {}
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
