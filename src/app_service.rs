@@ -300,6 +300,19 @@ pub async fn reconcile(
                     resource_id: id.clone(),
                     ..Default::default()
                 });
+        if let Some(holder) = other_keeper(ctx, link, &id) {
+            // Two links writing one App Service would flap it (and restart the app) forever.
+            entry.in_sync = false;
+            entry.message = Some(format!(
+                "AppServiceLink {holder} also names this App Service and keeps it; remove it from one of the links"
+            ));
+            problems.push((
+                "AppServiceConflict".into(),
+                format!("{id}: also named by AppServiceLink {holder}"),
+            ));
+            entries.push(entry);
+            continue;
+        }
         let Some(ip) = dns_server_ip else {
             entry.in_sync = false;
             entry.message = Some("waiting for the DNS Service's load balancer IP".into());
@@ -344,6 +357,39 @@ pub async fn reconcile(
         entries,
         retry_after,
     })
+}
+
+/// The link that keeps the App Service `id` when several name it, if that is not `link`: one that
+/// already changed it (the first keeps it), else the oldest.
+fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String> {
+    let holds = |l: &AppServiceLink| {
+        l.status.as_ref().is_some_and(|s| {
+            s.app_services
+                .iter()
+                .any(|e| e.resource_id == id && !e.previous.is_empty())
+        })
+    };
+    let rank = |l: &AppServiceLink| {
+        (
+            !holds(l),
+            l.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            l.name_any(),
+        )
+    };
+    let mut naming: Vec<_> = ctx
+        .live_links()
+        .into_iter()
+        .filter(|l| {
+            l.spec
+                .app_services
+                .targets
+                .iter()
+                .any(|t| site_ref(t).resource_id() == id)
+        })
+        .collect();
+    naming.sort_by_key(|l| rank(l));
+    let keeper = naming.first()?.name_any();
+    (keeper != link.name_any()).then_some(keeper)
 }
 
 fn dedup(targets: &[AppServiceTarget]) -> Vec<&AppServiceTarget> {

@@ -142,13 +142,18 @@ pub struct Claim {
     pub settings: DnsServiceSettings,
 }
 
-/// Which claim decides the Service's settings: the oldest link naming it (then by name), so the
-/// answer is stable and the first link keeps the Service.
-pub fn deciding_claim<'a>(claims: &'a [Claim], name: &str) -> Option<&'a Claim> {
+/// Which claim decides the Service's settings, so the first link keeps the Service: a link whose
+/// settings the existing Service already has, else the oldest link naming it (then by name).
+pub fn deciding_claim<'a>(
+    claims: &'a [Claim],
+    name: &str,
+    current: Option<&Service>,
+) -> Option<&'a Claim> {
+    let in_place = |c: &Claim| current.is_some_and(|svc| is_converged(svc, &c.settings));
     claims
         .iter()
         .filter(|c| c.settings.name == name)
-        .min_by(|a, b| (&a.created, &a.link).cmp(&(&b.created, &b.link)))
+        .min_by_key(|c| (!in_place(c), &c.created, &c.link))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -204,8 +209,9 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     let mine = settings(link);
     let name = &mine.name;
     let claims = claims(ctx);
-    let decider =
-        deciding_claim(&claims, name).expect("a valid live link always claims its own DNS Service");
+    let observed = ctx.services.get(&ObjectRef::new(name).within(NAMESPACE));
+    let decider = deciding_claim(&claims, name, observed.as_deref())
+        .expect("a valid live link always claims its own DNS Service");
     if decider.settings != mine {
         let message = format!(
             "AppServiceLink {} already configures Service {NAMESPACE}/{name} with {}; use the same settings or another spec.dns.service.name",
@@ -217,7 +223,6 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             server_ip: None,
         });
     }
-    let observed = ctx.services.get(&ObjectRef::new(name).within(NAMESPACE));
     if let Some(svc) = observed.as_deref().filter(|s| !is_ours(s)) {
         let message = format!(
             "Service {NAMESPACE}/{} exists and was not created by AppServiceLink (no label {MANAGED_BY_LABEL}={MANAGED_BY}); choose another spec.dns.service.name",

@@ -89,8 +89,18 @@ fn the_oldest_link_decides() {
         claim("c", "2026-01-02T00:00:00Z", None),
     ];
     assert_eq!(
-        deciding_claim(&claims, "appservicelink-dns").unwrap().link,
+        deciding_claim(&claims, "appservicelink-dns", None)
+            .unwrap()
+            .link,
         "b"
     );
-    assert!(deciding_claim(&claims, "other").is_none());
+    assert!(deciding_claim(&claims, "other", None).is_none());
+    // The link whose settings are already in place keeps the Service, whatever the ages say.
+    let existing = applied(&settings(Some("10.240.0.53")));
+    assert_eq!(
+        deciding_claim(&claims, "appservicelink-dns", Some(&existing))
+            .unwrap()
+            .link,
+        "a"
+    );
 }

@@ -542,3 +542,37 @@ async fn a_link_that_turns_invalid_keeps_what_it_must_restore() {
         "restored from the kept record"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_links_naming_one_app_service_do_not_fight_over_it() {
+    let web = site("contoso-web", None);
+    let h = started(std::slice::from_ref(&web), "2").await;
+    h.apply(&link(
+        &target("contoso-web", None),
+        "AppSettings",
+        "10.240.0.53",
+    ));
+    app_services_ready(&h).await;
+    let second = link(&target("contoso-web", None), "AppSettings", "10.240.0.77")
+        .replace("name: web\n", "name: second\n")
+        .replace("    service:\n", "    service:\n      name: second-dns\n");
+    h.apply(&second);
+    let (_, _, message) = h
+        .eventually("the second link reports the conflict", |h| {
+            h.condition("second", "AppServicesReady")
+                .filter(|c| c.1 == "AppServiceConflict")
+        })
+        .await;
+    assert!(message.contains("AppServiceLink web"), "{message}");
+    // Several resyncs later, the App Service still has the first link's IP and was written once.
+    let reads = h.azure().requests().len();
+    h.eventually("more resyncs", |h| {
+        (h.azure().requests().len() >= reads + 6).then_some(())
+    })
+    .await;
+    assert_eq!(
+        h.azure().app_settings(&web).unwrap()["WEBSITE_DNS_SERVER"],
+        "10.240.0.53"
+    );
+    assert_eq!(arm_writes(&h).len(), 1, "{:?}", arm_writes(&h));
+}
