@@ -119,6 +119,12 @@ impl Harness {
         self.azure.as_ref().expect("with_azure() was called")
     }
 
+    /// An extra environment variable for the operator (takes effect at the next start).
+    #[allow(dead_code)] // used by tests/rbac.rs
+    pub fn operator_env(&mut self, name: &str, value: &str) {
+        self.env.push((name.to_string(), value.to_string()));
+    }
+
     /// Extra flags for the operator's `run` command (takes effect at the next start).
     pub fn operator_args(&mut self, args: &[&str]) {
         self.extra_args = args.iter().map(|a| a.to_string()).collect();
@@ -443,6 +449,36 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
 impl Drop for Harness {
     fn drop(&mut self) {
         self.kill_operator();
+        record_requests(&self.operator_requests());
+    }
+}
+
+/// With `APPSERVICELINK_RECORD_REQUESTS=<file>`, appends every request the operator made as one
+/// JSON line each, for the RBAC check in tests/rbac.rs.
+fn record_requests(requests: &[RecordedRequest]) {
+    let Some(path) = std::env::var_os("APPSERVICELINK_RECORD_REQUESTS") else {
+        return;
+    };
+    let lines: String = requests
+        .iter()
+        .map(|r| {
+            let line = serde_json::json!({"method": r.method, "path": r.path, "query": r.query,
+                "verb": r.verb, "status": r.status});
+            format!("{line}\n")
+        })
+        .collect();
+    use std::io::Write;
+    // One append per harness, so concurrent tests never interleave lines. No panic: this runs in Drop.
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()));
+    if let Err(e) = written {
+        eprintln!(
+            "could not record requests to {}: {e}",
+            path.to_string_lossy()
+        );
     }
 }
 
