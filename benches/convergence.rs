@@ -126,21 +126,41 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let mut follow = Vec::new();
+    let mut from_ip = Vec::new();
     for round in 0..rounds {
         let ip = format!("10.240.2.{}", round + 1);
         cluster.apply_as("kubectl", link(&ip))?;
+        let mut ip_seen: Option<Instant> = None;
         let took = wait("the App Service to follow the new IP", || {
+            let lb_ip = cluster
+                .get("v1", "Service", Some("kube-system"), "appservicelink-dns")
+                .and_then(|s| {
+                    s["status"]["loadBalancer"]["ingress"][0]["ip"]
+                        .as_str()
+                        .map(str::to_string)
+                });
+            if ip_seen.is_none() && lb_ip.as_deref() == Some(ip.as_str()) {
+                ip_seen = Some(Instant::now());
+            }
             azure
                 .app_settings(&site)
                 .is_some_and(|s| s.get("WEBSITE_DNS_SERVER") == Some(&ip))
         })
         .await;
         follow.push(took);
+        from_ip.push(ip_seen.map_or(Duration::ZERO, |t| t.elapsed()));
         wait("Ready again", || ready(&cluster)).await;
     }
     follow.sort();
+    from_ip.sort();
     println!(
-        "DNS IP change → App Service updated, over {rounds} changes: median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        "load balancer IP assigned → App Service updated: median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
+        percentile(&from_ip, 0.5).as_secs_f64() * 1000.0,
+        percentile(&from_ip, 0.9).as_secs_f64() * 1000.0,
+        from_ip.last().unwrap().as_secs_f64() * 1000.0
+    );
+    println!(
+        "link's staticIP edited → App Service updated, over {rounds} changes: median {:.0} ms, p90 {:.0} ms, max {:.0} ms",
         percentile(&follow, 0.5).as_secs_f64() * 1000.0,
         percentile(&follow, 0.9).as_secs_f64() * 1000.0,
         follow.last().unwrap().as_secs_f64() * 1000.0
