@@ -112,6 +112,10 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
     assert!(ok && services.contains("appservicelink-dns"), "{services}");
     let (ok, described) = kubectl(&kubeconfig, &["describe", "asl", "web-to-backend"]);
     assert!(ok && described.contains("Dns Server IP"), "{described}");
+    assert!(
+        described.contains("ServiceConverted") && described.contains("AppServiceUpdated"),
+        "Events show: {described}"
+    );
     let settings: Value = serde_json::from_str(&http_get(&curl).await).unwrap();
     let site = settings
         .as_object()

@@ -173,6 +173,11 @@ impl ApiServer {
     pub fn write(&self, target: &Target, write: Write, opts: &WriteOptions) -> ApiResult<Written> {
         let mut state = self.lock();
         let result = state.write(target, write, opts);
+        if let Ok(written) = &result {
+            if !opts.dry_run {
+                state.mirror_event(&written.object);
+            }
+        }
         self.publish(&state);
         result
     }
@@ -248,6 +253,65 @@ impl State {
             .get(&rt.storage_key(), &target.namespace_key(), name)
             .map(|o| present(rt, o.clone()))
             .ok_or_else(|| ApiError::not_found(&rt.group, &rt.plural, name))
+    }
+
+    /// A real apiserver serves `events.k8s.io/v1` and core `v1` Events from one storage, so an Event
+    /// recorded through either API shows in `kubectl get events` and `kubectl describe`. Here the
+    /// newer API's Events are copied into the core collection, converted field by field.
+    fn mirror_event(&mut self, event: &Value) {
+        if event["apiVersion"] != "events.k8s.io/v1" || event["kind"] != "Event" {
+            return;
+        }
+        let namespace = object::namespace(event).unwrap_or("default").to_string();
+        let name = object::name(event).to_string();
+        // Core Event timestamps are whole seconds; eventTime is a MicroTime.
+        let seconds = |t: &Value| {
+            t.as_str()
+                .map(|t| format!("{}Z", t.split(['.', 'Z']).next().unwrap_or(t)))
+        };
+        let event_time = &event["eventTime"];
+        let last = event["series"]["lastObservedTime"].clone();
+        let last = if last.is_null() {
+            event_time.clone()
+        } else {
+            last
+        };
+        let core = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": event["regarding"],
+            "related": event["related"],
+            "reason": event["reason"],
+            "message": event["note"],
+            "type": event["type"],
+            "action": event["action"],
+            "eventTime": event_time,
+            "firstTimestamp": seconds(event_time),
+            "lastTimestamp": seconds(&last),
+            "count": event["series"]["count"].as_i64().unwrap_or(1),
+            "source": {"component": event["reportingController"]},
+            "reportingComponent": event["reportingController"],
+            "reportingInstance": event["reportingInstance"],
+        });
+        let core = strip_nulls(core);
+        let Some(target) = self.target("v1", "Event", Some(&namespace), Some(&name)) else {
+            return;
+        };
+        let opts = WriteOptions {
+            field_manager: "events-storage".into(),
+            ..Default::default()
+        };
+        if let Err(err) = self.write(
+            &target,
+            Write::Apply {
+                config: core,
+                force: true,
+            },
+            &opts,
+        ) {
+            tracing::warn!(%name, %namespace, error = %err, "could not mirror an events.k8s.io Event");
+        }
     }
 
     fn check_namespace_accepts_content(&self, target: &Target) -> ApiResult<()> {
@@ -1167,5 +1231,18 @@ fn validate_name(rt: &ResourceType, name: &str) -> Vec<Cause> {
         Vec::new()
     } else {
         vec![Cause::invalid("metadata.name", &json!(name), msg)]
+    }
+}
+
+/// Drops null-valued fields, recursively (a converted Event leaves out what the source lacked).
+fn strip_nulls(value: Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }

@@ -199,6 +199,13 @@ async fn recorder_publishes_events() {
     assert_eq!(events.len(), 1, "the second publish patches the series");
     assert_eq!(events[0]["reason"], "Converted");
     assert_eq!(events[0]["series"]["count"], 2);
+    // As in a real cluster, the same Event is visible through the core API (kubectl get events).
+    let core = sim.list("v1", "Event");
+    assert_eq!(core.len(), 1);
+    assert_eq!(core[0]["message"], "made internal");
+    assert_eq!(core[0]["count"], 2);
+    assert_eq!(core[0]["involvedObject"]["kind"], "ConfigMap");
+    assert_eq!(core[0]["source"]["component"], "appservicelink");
     sim.shutdown().await;
 }
 
