@@ -546,7 +546,8 @@ async fn a_link_that_turns_invalid_keeps_what_it_must_restore() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_links_naming_one_app_service_do_not_fight_over_it() {
     let web = site("contoso-web", None);
-    let h = started(std::slice::from_ref(&web), "2").await;
+    let mut h = started(std::slice::from_ref(&web), "2").await;
+    h.outside_chart_defaults("DNS Service second-dns: the chart value rbac.dnsServiceNames");
     h.apply(&link(
         &target("contoso-web", None),
         "AppSettings",

@@ -11,8 +11,12 @@ use crate::harness::{http_get, http_port, sample, Harness, Replica};
 const LEASE: (&str, &str) = ("coordination.k8s.io/v1", "Lease");
 const LEASE_NAME: &str = "appservicelink-leader";
 /// Short, so that a failover happens within the harness's patience.
+/// Where the chart installs the operator, and so where its Lease lives.
+const LEASE_NAMESPACE: &str = crate::harness::OPERATOR_NAMESPACE;
 const REPLICA_ARGS: &[&str] = &[
     "--leader-elect",
+    "--leader-election-namespace",
+    LEASE_NAMESPACE,
     "--leader-election-lease-seconds",
     "3",
     "--http-port",
@@ -23,7 +27,7 @@ const REPLICA_ARGS: &[&str] = &[
 const SUB: &str = "6f1c2b3a-0000-4000-8000-000000000001";
 
 fn lease(h: &Harness) -> Option<Value> {
-    h.get(LEASE, Some("default"), LEASE_NAME)
+    h.get(LEASE, Some(LEASE_NAMESPACE), LEASE_NAME)
 }
 
 fn lease_holder(h: &Harness) -> Option<String> {
@@ -210,7 +214,13 @@ async fn probes_and_metrics_are_served() {
     let mut h = Harness::cluster().await;
     h.with_azure().await;
     h.azure().add_site(web.clone(), BTreeMap::new());
-    h.operator_args(&["--leader-elect", "--http-port", "0"]);
+    h.operator_args(&[
+        "--leader-elect",
+        "--leader-election-namespace",
+        LEASE_NAMESPACE,
+        "--http-port",
+        "0",
+    ]);
     h.start_operator();
     let port = h
         .eventually("the endpoints' port in the log", |h| {
@@ -271,6 +281,8 @@ async fn a_leader_that_loses_the_lease_stops_at_once() {
     .await;
     // Someone else takes the Lease over (as a replica on the far side of a partition would).
     h.kubectl_ok(&[
+        "-n",
+        LEASE_NAMESPACE,
         "patch",
         "lease",
         LEASE_NAME,
@@ -286,7 +298,7 @@ async fn a_leader_that_loses_the_lease_stops_at_once() {
     assert!(
         leader
             .log()
-            .contains("lost the leader Lease default/appservicelink-leader"),
+            .contains("lost the leader Lease appservicelink-system/appservicelink-leader"),
         "{}",
         leader.log()
     );

@@ -595,6 +595,9 @@ async fn a_missing_coredns_custom_is_created_and_restarts_can_be_switched_off() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coredns_deployment_name_is_configurable() {
     let mut h = Harness::cluster().await;
+    h.outside_chart_defaults(
+        "CoreDNS Deployment coredns-k3s: the chart value controller.corednsDeployment",
+    );
     h.apply(
         &include_str!("fixtures/kube-system.yaml")
             .replace("name: coredns\n", "name: coredns-k3s\n"),
