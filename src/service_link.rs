@@ -592,7 +592,23 @@ fn duty_status(entries: &[LinkedServiceStatus]) -> DutyStatus {
     );
     let summary = format!("{linked} linked, {pending} pending, {skipped} skipped, {conflicts} in conflict (see status.services)");
     if conflicts > 0 {
-        DutyStatus::blocked(types::SERVICES, "ServiceConflict", summary)
+        // Name the first conflict (another link, or the field manager that keeps reverting us).
+        let first = entries
+            .iter()
+            .find(|e| e.state == LinkedServiceState::Conflict);
+        let detail = first.map(|e| {
+            format!(
+                "; {}/{}: {}",
+                e.namespace,
+                e.name,
+                e.message.as_deref().unwrap_or_default()
+            )
+        });
+        DutyStatus::blocked(
+            types::SERVICES,
+            "ServiceConflict",
+            summary + &detail.unwrap_or_default(),
+        )
     } else if pending > 0 {
         DutyStatus::waiting(types::SERVICES, "WaitingForLoadBalancerIP", summary)
     } else if entries.is_empty() {

@@ -550,6 +550,10 @@ async fn a_gitops_tool_reverting_the_conversion_is_named_and_not_fought_forever(
         })
         .await;
     assert_eq!(status, "False");
+    assert!(
+        message.contains("argocd-controller"),
+        "the condition names the manager: {message}"
+    );
     let entry = h.link("web").unwrap()["status"]["services"]
         .as_array()
         .unwrap()
