@@ -204,6 +204,13 @@ impl Context {
         links
     }
 
+    /// Live links whose spec passes validation: the only ones whose wishes the duties act on.
+    pub fn valid_links(&self) -> Vec<Arc<AppServiceLink>> {
+        let mut links = self.live_links();
+        links.retain(|l| validation::validate(&l.spec).is_empty());
+        links
+    }
+
     /// True when `link` selects `svc`, by labels and namespace labels.
     pub fn selects(&self, link: &AppServiceLink, svc: &Service) -> bool {
         selects(link, svc, |ns| {

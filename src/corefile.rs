@@ -131,9 +131,8 @@ pub fn restart_patch(hash: &str) -> Value {
 /// is being deleted.
 pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<DutyStatus, Error> {
     let zones: BTreeSet<Zone> = ctx
-        .live_links()
+        .valid_links()
         .iter()
-        .filter(|l| validation::validate(&l.spec).is_empty())
         .filter_map(|l| Zone::parse(&l.spec.dns.zone).ok())
         .collect();
     let content = render(&zones);

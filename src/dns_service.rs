@@ -15,7 +15,6 @@ use crate::controller::{is_not_found, Context, Error};
 use crate::crd::AppServiceLink;
 use crate::service_link::{ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
 use crate::status::{types, DutyStatus};
-use crate::validation;
 
 /// Namespace of the DNS Service: where CoreDNS runs.
 pub const NAMESPACE: &str = "kube-system";
@@ -184,9 +183,8 @@ pub fn settings(link: &AppServiceLink) -> DnsServiceSettings {
 }
 
 fn claims(ctx: &Context) -> Vec<Claim> {
-    ctx.live_links()
+    ctx.valid_links()
         .iter()
-        .filter(|l| validation::validate(&l.spec).is_empty())
         .map(|l| Claim {
             link: l.name_any(),
             created: l

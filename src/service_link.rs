@@ -18,7 +18,6 @@ use serde_json::{json, Value};
 use crate::controller::{current_status, is_not_found, Context, Error};
 use crate::crd::{AppServiceLink, LinkedServiceState, LinkedServiceStatus};
 use crate::status::{types, DutyStatus};
-use crate::validation;
 
 /// Makes the Azure load balancer internal (cloud-provider-azure).
 pub const ANNOTATION_INTERNAL: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
@@ -360,13 +359,9 @@ pub fn settings(link: &AppServiceLink) -> LinkSettings {
 /// The live, valid link (other than `except`) that holds `svc` per its annotation and still selects it.
 fn live_holder(ctx: &Context, svc: &Service, except: &str) -> Option<LinkSettings> {
     let holder = holder(svc).filter(|h| *h != except)?;
-    ctx.live_links()
+    ctx.valid_links()
         .into_iter()
-        .find(|l| {
-            l.name_any() == holder
-                && validation::validate(&l.spec).is_empty()
-                && ctx.selects(l, svc)
-        })
+        .find(|l| l.name_any() == holder && ctx.selects(l, svc))
         .map(|l| settings(&l))
 }
 
@@ -488,11 +483,10 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
 /// Hands `svc` over to another live link that selects it, or restores it.
 async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<(), Error> {
     let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-    let next = ctx.live_links().into_iter().find(|l| {
-        l.name_any() != link.name_any()
-            && validation::validate(&l.spec).is_empty()
-            && ctx.selects(l, svc)
-    });
+    let next = ctx
+        .valid_links()
+        .into_iter()
+        .find(|l| l.name_any() != link.name_any() && ctx.selects(l, svc));
     if let Some(next) = next {
         let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
         if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
