@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use appservicelink::controller;
 use azure_sim::{AzureSim, AzureSimOptions, SiteId};
-use kube::CustomResourceExt;
 use kube_sim::{SimCluster, SimOptions};
 use serde_json::json;
 
@@ -73,10 +72,7 @@ async fn main() -> anyhow::Result<()> {
         site.clone(),
         BTreeMap::from([("KEEP".to_string(), "1".to_string())]),
     );
-    cluster.apply_as(
-        "bench",
-        serde_json::to_value(appservicelink::crd::AppServiceLink::crd())?,
-    )?;
+    cluster.apply_as("bench", serde_json::to_value(appservicelink::crd::crd())?)?;
     cluster.apply_as("bench", json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "coredns", "namespace": "kube-system"},
         "spec": {"selector": {"matchLabels": {"k8s-app": "kube-dns"}}, "template": {"metadata": {"labels": {"k8s-app": "kube-dns"}},
         "spec": {"containers": [{"name": "coredns", "image": "coredns"}]}}}}))?;

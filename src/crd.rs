@@ -5,38 +5,14 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// API group of the resource.
-pub const GROUP: &str = "appservicelink.io";
 /// Name of the DNS Service when a link does not name one.
 pub const DEFAULT_DNS_SERVICE_NAME: &str = "appservicelink-dns";
-
-/// Regular expressions shared by the CEL rules and by [`crate::validation`].
-pub mod patterns {
-    /// A lower-case DNS name made of RFC 1123 labels, without a trailing dot.
-    pub const ZONE: &str =
-        r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$";
-    /// A dotted-quad IPv4 address without leading zeros.
-    pub const IPV4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
-    /// An Azure subnet name: 1-80 characters, alphanumerics, `_`, `.`, `-`; starts alphanumeric,
-    /// ends alphanumeric or `_` (Azure naming rules for Microsoft.Network/virtualNetworks/subnets).
-    pub const SUBNET: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$";
-    /// An Azure subscription id (a GUID).
-    pub const SUBSCRIPTION_ID: &str =
-        r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
-    /// An Azure resource group: 1-90 characters, alphanumerics, `_`, `(`, `)`, `-`, `.`; not ending in `.`.
-    pub const RESOURCE_GROUP: &str = r"^[a-zA-Z0-9_().-]{0,89}[a-zA-Z0-9_()-]$";
-    /// An App Service (Microsoft.Web/sites) name: 2-60 alphanumerics or hyphens, no hyphen at either end.
-    pub const SITE: &str = r"^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$";
-    /// A deployment slot name: 1-59 alphanumerics or hyphens, no hyphen at either end.
-    pub const SLOT: &str = r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,57}[a-zA-Z0-9])?$";
-    /// A Kubernetes Service name (RFC 1035 label).
-    pub const SERVICE_NAME: &str = r"^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
-}
 
 /// Links Azure App Services to cluster Services: the selected Services become internal Azure load
 /// balancers, CoreDNS answers `<service>.<namespace>.<zone>` with their internal IPs on an internal
@@ -71,14 +47,17 @@ pub struct AppServiceLinkSpec {
 pub struct ServiceSelection {
     /// Label selector for the Services to expose. It must not be empty: an empty selector would
     /// expose every Service in the cluster.
+    #[schemars(schema_with = "bounded_label_selector")]
     #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("must not be empty: an empty selector would expose every Service in the cluster"))]
     pub selector: LabelSelector,
     /// Restricts the selection to namespaces whose labels match. All namespaces when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "bounded_optional_label_selector")]
     pub namespace_selector: Option<LabelSelector>,
     /// Name of the subnet (in the cluster's virtual network) for the internal load balancers. Sets
     /// the annotation `service.beta.kubernetes.io/azure-load-balancer-internal-subnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$')").message("must be an Azure subnet name: 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit"))]
     pub subnet: Option<String>,
     /// Convert Services that are already public LoadBalancers into internal ones. Off by default,
@@ -93,7 +72,8 @@ pub struct ServiceSelection {
 pub struct DnsSpec {
     /// DNS zone in which `<service>.<namespace>.<zone>` resolves to a Service's internal IP, through
     /// the CoreDNS `k8s_external` plugin. A lower-case DNS name such as `mydomain.local`.
-    #[x_kube(validation = Rule::new("size(self) <= 253 && self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$')").message("must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters"))]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$')").message("must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters"))]
     pub zone: String,
     /// The internal LoadBalancer Service in `kube-system` that exposes CoreDNS.
     #[serde(default)]
@@ -106,17 +86,47 @@ pub struct DnsSpec {
 pub struct DnsServiceSpec {
     /// Name of the Service in `kube-system`. Links that name the same Service share it.
     #[serde(default = "default_dns_service_name")]
+    #[schemars(length(max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$')").message("must be a Service name: lower-case letters, digits and '-', starting with a letter, at most 63 characters"))]
     pub name: String,
     /// Static private IPv4 address for the DNS Service's load balancer, from the subnet. Sets the
     /// annotation `service.beta.kubernetes.io/azure-load-balancer-ipv4`. Assigned by Azure when absent.
     #[serde(default, rename = "staticIP", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
     #[x_kube(validation = Rule::new("self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$')").message("must be an IPv4 address such as 10.240.0.53"))]
     pub static_ip: Option<String>,
     /// Subnet name for the DNS Service's load balancer. Defaults to `spec.services.subnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 80))]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$')").message("must be an Azure subnet name: 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit"))]
     pub subnet: Option<String>,
+}
+
+/// A label selector as Kubernetes declares it, bounded so that a CEL rule over it has a small
+/// estimated cost: the apiserver estimates unbounded maps and lists at the largest request it accepts.
+/// The string bounds are Kubernetes' own label limits (a 253-character prefix, `/` and a 63-character
+/// name for a key; 63 characters for a value).
+fn bounded_label_selector(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema =
+        serde_json::to_value(LabelSelector::json_schema(generator)).expect("a schema is JSON");
+    let props = &mut schema["properties"];
+    props["matchLabels"]["maxProperties"] = crate::validation::MAX_SELECTOR_TERMS.into();
+    props["matchLabels"]["additionalProperties"]["maxLength"] = 63.into();
+    let expressions = &mut props["matchExpressions"];
+    expressions["maxItems"] = crate::validation::MAX_SELECTOR_TERMS.into();
+    let expression = &mut expressions["items"]["properties"];
+    expression["key"]["maxLength"] = 317.into();
+    expression["operator"]["maxLength"] = "DoesNotExist".len().into();
+    expression["values"]["maxItems"] = crate::validation::MAX_SELECTOR_TERMS.into();
+    expression["values"]["items"]["maxLength"] = 63.into();
+    schemars::Schema::try_from(schema).expect("an object schema")
+}
+
+/// The same for an optional selector, which the CRD declares nullable like every optional field.
+fn bounded_optional_label_selector(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = bounded_label_selector(generator);
+    schema.insert("nullable".into(), true.into());
+    schema
 }
 
 fn default_dns_service_name() -> String {
@@ -137,8 +147,9 @@ impl Default for DnsServiceSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct AppServicesSpec {
-    /// The App Services (or deployment slots) to point at the DNS Service.
+    /// The App Services (or deployment slots) to point at the DNS Service, at most 100.
     #[serde(default)]
+    #[schemars(length(max = crate::validation::MAX_TARGETS))]
     pub targets: Vec<AppServiceTarget>,
     /// Where the DNS server is written: the app settings `WEBSITE_DNS_SERVER` /
     /// `WEBSITE_DNS_ALT_SERVER` (`AppSettings`), or the site property
@@ -147,6 +158,7 @@ pub struct AppServicesSpec {
     pub dns_mode: AppServiceDnsMode,
     /// Optional fallback DNS server (IPv4), written as `WEBSITE_DNS_ALT_SERVER` or `dnsAltServer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
     #[x_kube(validation = Rule::new("self.matches('^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\\\\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$')").message("must be an IPv4 address such as 168.63.129.16"))]
     pub alternate_dns_server: Option<String>,
     /// What happens to the App Services' DNS settings when a target is removed or the link is
@@ -162,16 +174,20 @@ pub struct AppServicesSpec {
 #[serde(rename_all = "camelCase")]
 pub struct AppServiceTarget {
     /// Azure subscription id (a GUID).
+    #[schemars(length(max = 36))]
     #[x_kube(validation = Rule::new("self.matches('^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$')").message("must be a subscription id (a GUID such as 00000000-0000-0000-0000-000000000000)"))]
     pub subscription_id: String,
     /// Resource group of the App Service.
+    #[schemars(length(max = 90))]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9_().-]{0,89}[a-zA-Z0-9_()-]$')").message("must be a resource group name: 1-90 letters, digits, '_', '(', ')', '-' or '.', not ending in '.'"))]
     pub resource_group: String,
     /// Name of the App Service (the site).
+    #[schemars(length(max = 60))]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9][a-zA-Z0-9-]{0,58}[a-zA-Z0-9]$')").message("must be an App Service name: 2-60 letters, digits or '-', not starting or ending with '-'"))]
     pub name: String,
     /// Deployment slot. The production slot when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 59))]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9-]{0,57}[a-zA-Z0-9])?$')").message("must be a slot name: 1-59 letters, digits or '-', not starting or ending with '-'"))]
     pub slot: Option<String>,
 }
@@ -298,15 +314,44 @@ pub enum LinkedServiceState {
     Conflict,
 }
 
+/// The CRD, as `crds/` holds it and the operator's tests install it.
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = serde_json::to_value(AppServiceLink::crd()).expect("a CRD always serializes");
+    unwrap_descriptions(&mut crd);
+    serde_json::from_value(crd).expect("only descriptions changed")
+}
+
+/// Joins the lines of wrapped doc comments: `kubectl explain` and the CRD would show each source line
+/// break as a broken line. Blank lines (paragraphs) stay.
+fn unwrap_descriptions(node: &mut serde_json::Value) {
+    match node {
+        serde_json::Value::Object(map) => {
+            for (key, value) in map.iter_mut() {
+                match value {
+                    serde_json::Value::String(text) if key == "description" => {
+                        *text = text
+                            .split("\n\n")
+                            .map(|paragraph| paragraph.split('\n').collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    other => unwrap_descriptions(other),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(unwrap_descriptions),
+        _ => {}
+    }
+}
+
 /// The CRD as YAML, as `appservicelink crd` prints it and `crds/` holds it.
 pub fn crd_yaml() -> String {
-    let crd = AppServiceLink::crd();
-    serde_norway::to_string(&crd).expect("a CRD always serializes to YAML")
+    serde_norway::to_string(&crd()).expect("a CRD always serializes to YAML")
 }
 
 /// A Markdown reference of every field, generated from the CRD's descriptions (`docs/crd-reference.md`).
 pub fn reference_markdown() -> String {
-    let crd = serde_json::to_value(AppServiceLink::crd()).expect("a CRD always serializes");
+    let crd = serde_json::to_value(crd()).expect("a CRD always serializes");
     let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
     let mut out = String::from(
         "# AppServiceLink reference (appservicelink.io/v1alpha1)\n\n\

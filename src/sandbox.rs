@@ -19,7 +19,6 @@ use serde_json::{json, Value};
 use crate::arm::ArmClient;
 use crate::azure_auth::{AzureConfig, CredentialKind};
 use crate::{controller, crd};
-use kube::CustomResourceExt;
 
 /// The example link the sandbox applies.
 pub const EXAMPLE: &str = include_str!("../examples/full.yaml");
@@ -167,7 +166,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
 /// Applies the CRD, the world, the App Services and the example link.
 fn seed(cluster: &SimCluster, azure: &AzureSim) -> anyhow::Result<()> {
     let seeder = "sandbox-seed";
-    cluster.apply_as(seeder, serde_json::to_value(crd::AppServiceLink::crd())?)?;
+    cluster.apply_as(seeder, serde_json::to_value(crd::crd())?)?;
     for doc in yaml_documents(WORLD)?
         .into_iter()
         .chain(yaml_documents(EXAMPLE)?)

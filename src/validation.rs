@@ -34,6 +34,14 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
             "must not be empty: an empty selector would expose every Service in the cluster",
         ));
     }
+    check_selector_bounds(
+        &mut errors,
+        "spec.services.selector",
+        &spec.services.selector,
+    );
+    if let Some(selector) = &spec.services.namespace_selector {
+        check_selector_bounds(&mut errors, "spec.services.namespaceSelector", selector);
+    }
     check_subnet(
         &mut errors,
         "spec.services.subnet",
@@ -69,6 +77,12 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
             ));
         }
     }
+    if spec.app_services.targets.len() > MAX_TARGETS {
+        errors.push(InvalidField {
+            field: "spec.appServices.targets".into(),
+            message: format!("must have at most {MAX_TARGETS} items"),
+        });
+    }
     for (i, target) in spec.app_services.targets.iter().enumerate() {
         check_target(
             &mut errors,
@@ -81,6 +95,58 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
 
 /// The message for a bad zone, shared with the CEL rule.
 pub const ZONE_MESSAGE: &str = "must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters";
+
+/// The most App Services one link may name (the CRD's `maxItems`).
+pub const MAX_TARGETS: usize = 100;
+/// The most labels, expressions, or values in one expression, a selector may have (the CRD's bounds).
+pub const MAX_SELECTOR_TERMS: usize = 32;
+
+/// The bounds the CRD puts on a selector, so that its CEL rule has a small cost: at most
+/// [`MAX_SELECTOR_TERMS`] labels, expressions, and values per expression, and Kubernetes' own label
+/// lengths (317 for a key with its prefix, 63 for a value).
+fn check_selector_bounds(errors: &mut Vec<InvalidField>, field: &str, selector: &LabelSelector) {
+    let too_many = |errors: &mut Vec<InvalidField>, field: String, n: usize| {
+        if n > MAX_SELECTOR_TERMS {
+            errors.push(InvalidField {
+                field,
+                message: format!("must have at most {MAX_SELECTOR_TERMS} items"),
+            });
+        }
+    };
+    let too_long = |errors: &mut Vec<InvalidField>, field: String, s: &str, max: usize| {
+        if s.chars().count() > max {
+            errors.push(InvalidField {
+                field,
+                message: format!("may not be more than {max} characters"),
+            });
+        }
+    };
+    let labels = selector.match_labels.as_ref();
+    too_many(
+        errors,
+        format!("{field}.matchLabels"),
+        labels.map_or(0, |m| m.len()),
+    );
+    for (key, value) in labels.into_iter().flatten() {
+        too_long(errors, format!("{field}.matchLabels.{key}"), value, 63);
+    }
+    let expressions = selector.match_expressions.as_deref().unwrap_or_default();
+    too_many(
+        errors,
+        format!("{field}.matchExpressions"),
+        expressions.len(),
+    );
+    for (i, e) in expressions.iter().enumerate() {
+        let path = format!("{field}.matchExpressions[{i}]");
+        too_long(errors, format!("{path}.key"), &e.key, 317);
+        too_long(errors, format!("{path}.operator"), &e.operator, 12);
+        let values = e.values.as_deref().unwrap_or_default();
+        too_many(errors, format!("{path}.values"), values.len());
+        for (j, v) in values.iter().enumerate() {
+            too_long(errors, format!("{path}.values[{j}]"), v, 63);
+        }
+    }
+}
 
 fn check_subnet(errors: &mut Vec<InvalidField>, field: &str, subnet: Option<&str>) {
     if let Some(subnet) = subnet {

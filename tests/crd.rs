@@ -127,3 +127,55 @@ fn committed_reference_matches_the_crd() {
     );
     assert!(committed.contains("| `spec.dns.zone` | string |"));
 }
+
+/// The guard that keeps the CRD installable: a real apiserver (v1.30 and newer) estimates the cost of
+/// every CEL rule when the CRD is created and refuses it over 10,000,000 for one rule or 100,000,000
+/// for the schema. kube-sim estimates them the same way; a new field whose rule reaches an unbounded
+/// string or list fails here instead of on a customer's cluster.
+#[test]
+fn the_committed_crd_is_within_the_apiservers_cel_cost_budget() {
+    let crd: Value = serde_norway::from_str(COMMITTED).unwrap();
+    let causes: Vec<String> = kube_sim::check_crd(&serde_json::to_value(&crd).unwrap())
+        .iter()
+        .map(kube_sim::Cause::to_line)
+        .collect();
+    assert!(
+        causes.is_empty(),
+        "a real apiserver would refuse the CRD: {causes:#?}"
+    );
+
+    let report = kube_sim::cel_check::check_schema(&schema(), "spec.validation.openAPIV3Schema");
+    assert_eq!(
+        report.rules.len(),
+        11,
+        "every rule was estimated: {:#?}",
+        report.rules
+    );
+    for rule in &report.rules {
+        eprintln!("{:>9}  {}", rule.cost, rule.path);
+        assert!(
+            rule.cost <= kube_sim::cel_check::STATIC_ESTIMATED_COST_LIMIT / 100,
+            "{} costs {}, within 1% of the per-rule limit is the margin we keep",
+            rule.path,
+            rule.cost
+        );
+    }
+    eprintln!("{:>9}  total", report.total);
+    assert!(report.total <= kube_sim::cel_check::STATIC_ESTIMATED_CRD_COST_LIMIT / 100);
+}
+
+#[test]
+fn descriptions_are_not_broken_at_source_line_wraps() {
+    let mut broken = Vec::new();
+    walk("", &schema(), &mut |path, node| {
+        if let Some(text) = node.get("description").and_then(Value::as_str) {
+            if text.replace("\n\n", "").contains('\n') {
+                broken.push(path.to_string());
+            }
+        }
+    });
+    assert!(
+        broken.is_empty(),
+        "descriptions with line breaks: {broken:#?}"
+    );
+}

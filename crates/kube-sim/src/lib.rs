@@ -17,6 +17,7 @@
 //! ```
 
 mod apiserver;
+pub mod cel_check;
 mod discovery;
 mod error;
 mod fieldpath;
@@ -37,6 +38,21 @@ mod validation;
 mod watch;
 
 pub use error::{ApiError, Cause};
+
+/// What CRD admission says of a custom resource, without a running server: unknown fields pruned,
+/// defaults applied, then the schema's OpenAPI checks and CEL rules, exactly as a create through the
+/// API runs them. `schema` is a CRD version's `openAPIV3Schema`.
+pub fn admit_custom_resource(obj: &Value, schema: &Value) -> Vec<Cause> {
+    let mut candidate = obj.clone();
+    validation::prune_and_default(&mut candidate, schema);
+    validation::validate_custom_resource(&candidate, None, schema)
+}
+
+/// What the apiserver says of a CustomResourceDefinition when it is created: structural schema,
+/// keyword placement, rules that do not type-check, and the CEL cost budget.
+pub fn check_crd(crd: &Value) -> Vec<Cause> {
+    validation::validate_crd(crd)
+}
 pub use http::RecordedRequest;
 pub use lb::{FIELD_MANAGER as LB_FIELD_MANAGER, INTERNAL_ANNOTATION, IPV4_ANNOTATION};
 

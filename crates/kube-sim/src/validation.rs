@@ -58,26 +58,69 @@ pub fn validate_crd(crd: &Value) -> Vec<Cause> {
             "must have exactly one version marked as storage version",
         ));
     }
-    for (i, version) in versions.iter().enumerate() {
-        let path = format!("spec.versions[{i}].schema.openAPIV3Schema");
-        match version.pointer("/schema/openAPIV3Schema") {
-            None => causes.push(Cause::required(
-                format!("spec.versions[{i}].schema.openAPIV3Schema"),
-                "",
-            )),
-            Some(schema) => {
-                if schema["type"].as_str() != Some("object") {
-                    causes.push(Cause::invalid(
-                        format!("{path}.type"),
-                        &schema["type"],
-                        "must be object at the root",
-                    ));
-                }
-                check_structural(schema, &path, "object fields", &mut causes);
-            }
+    // The apiserver converts a CRD whose versions share one schema into `spec.validation`, and reports
+    // that schema's errors there (apiextensions internal version).
+    let shared = versions
+        .first()
+        .and_then(|v| v.pointer("/schema/openAPIV3Schema"))
+        .filter(|first| {
+            versions
+                .iter()
+                .all(|v| v.pointer("/schema/openAPIV3Schema") == Some(*first))
+        });
+    let schemas: Vec<(String, Option<&Value>)> = match shared {
+        Some(schema) => vec![("spec.validation.openAPIV3Schema".to_string(), Some(schema))],
+        None => versions
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                (
+                    format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                    v.pointer("/schema/openAPIV3Schema"),
+                )
+            })
+            .collect(),
+    };
+    for (path, schema) in schemas {
+        let Some(schema) = schema else {
+            causes.push(Cause::required(path, ""));
+            continue;
+        };
+        if schema["type"].as_str() != Some("object") {
+            causes.push(Cause::invalid(
+                format!("{path}.type"),
+                &schema["type"],
+                "must be object at the root",
+            ));
+        }
+        check_structural(schema, &path, "object fields", &mut causes);
+        check_root_metadata(schema, &path, &mut causes);
+        if causes.is_empty() {
+            causes.extend(crate::cel_check::check_schema(schema, &path).causes);
         }
     }
     causes
+}
+
+/// At the root, `metadata` may only restrict `name` and `generateName`.
+fn check_root_metadata(schema: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let metadata = &schema["properties"]["metadata"];
+    let others = metadata
+        .as_object()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .any(|k| !matches!(k.as_str(), "type" | "properties"))
+        || metadata["properties"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys())
+            .any(|k| !matches!(k.as_str(), "name" | "generateName"));
+    if others {
+        causes.push(Cause::forbidden(
+            format!("{path}.properties[metadata]"),
+            "must not specify anything other than name and generateName, but metadata is implicitly specified",
+        ));
+    }
 }
 
 /// Every node must say its `type` (or opt out with preserve-unknown-fields / int-or-string), and every CEL
@@ -91,18 +134,7 @@ fn check_structural(node: &Value, path: &str, what: &str, causes: &mut Vec<Cause
             &format!("must not be empty for specified {what}"),
         ));
     }
-    if let Some(rules) = node.get("x-kubernetes-validations") {
-        let compiled = kube_cel::compile_schema(
-            &json!({"type": node["type"], "x-kubernetes-validations": rules}),
-        );
-        for (j, err) in compiled.compilation_errors().into_iter().enumerate() {
-            causes.push(Cause::invalid(
-                format!("{path}.x-kubernetes-validations[{j}].rule"),
-                &rules[j]["rule"],
-                format!("compilation failed: {err}"),
-            ));
-        }
-    }
+    check_extensions(node, path, causes);
     if let Some(props) = node["properties"].as_object() {
         for (name, child) in props {
             check_structural(
@@ -123,6 +155,105 @@ fn check_structural(node: &Value, path: &str, what: &str, causes: &mut Vec<Cause
             "object fields",
             causes,
         );
+    }
+}
+
+/// The `x-kubernetes-*` keywords in the places the apiserver accepts them, and the JSON Schema keywords
+/// a structural schema may not use (apiextensions `validateCustomResourceDefinitionOpenAPISchema`).
+fn check_extensions(node: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let ty = node["type"].as_str().unwrap_or_default();
+    let must_be = |causes: &mut Vec<Cause>, wanted: &str, keyword: &str, condition: &str| {
+        let detail = format!("must be {wanted} if {keyword} {condition}");
+        causes.push(if ty.is_empty() {
+            Cause::required(format!("{path}.type"), &detail)
+        } else {
+            Cause::invalid(format!("{path}.type"), &json!(ty), detail)
+        });
+    };
+    for keyword in [
+        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-int-or-string",
+    ] {
+        if node[keyword] == Value::Bool(false) {
+            causes.push(Cause::invalid(
+                format!("{path}.{keyword}"),
+                &json!(false),
+                "must be true or undefined",
+            ));
+        }
+    }
+    if node["x-kubernetes-embedded-resource"] == Value::Bool(true) && ty != "object" {
+        must_be(
+            causes,
+            "object",
+            "x-kubernetes-embedded-resource",
+            "is true",
+        );
+    }
+    if let Some(list_type) = node.get("x-kubernetes-list-type") {
+        if ty != "array" {
+            must_be(causes, "array", "x-kubernetes-list-type", "is specified");
+        }
+        if !matches!(list_type.as_str(), Some("atomic" | "set" | "map")) {
+            causes.push(Cause::not_supported(
+                format!("{path}.x-kubernetes-list-type"),
+                list_type,
+                &[json!("atomic"), json!("set"), json!("map")],
+            ));
+        }
+    }
+    if node["x-kubernetes-list-map-keys"]
+        .as_array()
+        .is_some_and(|k| !k.is_empty())
+        && node["x-kubernetes-list-type"] != "map"
+    {
+        let detail = "must be map if x-kubernetes-list-map-keys is non-empty";
+        causes.push(match node.get("x-kubernetes-list-type") {
+            None => Cause::required(format!("{path}.x-kubernetes-list-type"), detail),
+            Some(t) => Cause::invalid(format!("{path}.x-kubernetes-list-type"), t, detail),
+        });
+    }
+    if let Some(map_type) = node.get("x-kubernetes-map-type") {
+        if ty != "object" {
+            must_be(causes, "object", "x-kubernetes-map-type", "is specified");
+        }
+        if !matches!(map_type.as_str(), Some("granular" | "atomic")) {
+            causes.push(Cause::not_supported(
+                format!("{path}.x-kubernetes-map-type"),
+                map_type,
+                &[json!("granular"), json!("atomic")],
+            ));
+        }
+    }
+    if node
+        .get("additionalProperties")
+        .is_some_and(Value::is_object)
+        && node.get("properties").is_some()
+    {
+        causes.push(Cause::forbidden(
+            format!("{path}.additionalProperties"),
+            "additionalProperties and properties are mutual exclusive",
+        ));
+    }
+    if node["uniqueItems"] == Value::Bool(true) {
+        causes.push(Cause::forbidden(
+            format!("{path}.uniqueItems"),
+            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+        ));
+    }
+    for keyword in [
+        "$ref",
+        "patternProperties",
+        "dependencies",
+        "additionalItems",
+        "definitions",
+    ] {
+        if node.get(keyword).is_some() {
+            causes.push(Cause::forbidden(
+                format!("{path}.{keyword}"),
+                &format!("{keyword} is not supported"),
+            ));
+        }
     }
 }
 
@@ -244,7 +375,26 @@ pub fn validate_custom_resource(obj: &Value, old: Option<&Value>, schema: &Value
         }
         required(map, schema, "", &mut causes);
     }
-    if causes.is_empty() {
+    // A type, required, enum or size violation means the object has not the shape the rules were
+    // written for: the apiserver skips CEL and says so (customresource strategy.go `hasBlockingErr`).
+    // Other violations (a pattern, a minimum) still let the rules run.
+    let blocking = causes.iter().any(|c| {
+        matches!(
+            c.reason.as_str(),
+            "FieldValueNotSupported"
+                | "FieldValueRequired"
+                | "FieldValueTooLong"
+                | "FieldValueTooMany"
+                | "FieldValueTypeInvalid"
+        )
+    });
+    if blocking {
+        causes.push(Cause::invalid(
+            "",
+            &json!("null"),
+            "some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
+    } else {
         causes.extend(cel_causes(obj, old, schema));
     }
     causes
@@ -293,11 +443,13 @@ fn validate_value(value: &Value, schema: &Value, path: &str, causes: &mut Vec<Ca
     if !type_matches(value, schema) {
         let actual = json_type(value);
         let expected = schema["type"].as_str().unwrap_or("integer or string");
-        causes.push(Cause::invalid(
+        let mut cause = Cause::invalid(
             path,
             &json!(actual),
             format!("{path} in body must be of type {expected}: {actual:?}"),
-        ));
+        );
+        cause.reason = "FieldValueTypeInvalid".into();
+        causes.push(cause);
         return;
     }
     if let Some(allowed) = schema["enum"].as_array() {
@@ -652,6 +804,32 @@ mod tests {
     }
 
     #[test]
+    fn cel_runs_beside_pattern_errors_but_not_beside_size_or_type_errors() {
+        let too_long = json!({"spec": {"dns": {"zone": "a".repeat(21)}}});
+        let lines: Vec<String> = validate_custom_resource(&too_long, None, &schema())
+            .iter()
+            .map(Cause::to_line)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "spec.dns.zone: Too long: may not be more than 20 bytes",
+                "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+            ]
+        );
+        let below_minimum = json!({"spec": {"dns": {"zone": "Not_A_Zone"}, "items": [0]}});
+        let lines: Vec<String> = validate_custom_resource(&below_minimum, None, &schema())
+            .iter()
+            .map(Cause::to_line)
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            lines[1],
+            "spec.dns.zone: Invalid value: \"string\": must be a DNS name"
+        );
+    }
+
+    #[test]
     fn cel_message_expression_field_path_and_reason() {
         let schema = json!({"type": "object", "properties": {"spec": {
             "type": "object",
@@ -699,7 +877,7 @@ mod tests {
         assert_eq!(causes.len(), 1);
         assert_eq!(
             causes[0].to_line(),
-            "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[free].type: Required value: must not be empty for specified object fields"
+            "spec.validation.openAPIV3Schema.properties[spec].properties[free].type: Required value: must not be empty for specified object fields"
         );
     }
 }

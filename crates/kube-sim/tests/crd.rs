@@ -66,7 +66,7 @@ async fn non_structural_schemas_are_rejected() {
     assert_eq!(reply.status, 422);
     assert_eq!(
         reply.body["message"],
-        "CustomResourceDefinition.apiextensions.k8s.io \"appservicelinks.appservicelink.io\" is invalid: spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[free].type: Required value: must not be empty for specified object fields"
+        "CustomResourceDefinition.apiextensions.k8s.io \"appservicelinks.appservicelink.io\" is invalid: spec.validation.openAPIV3Schema.properties[spec].properties[free].type: Required value: must not be empty for specified object fields"
     );
     assert_eq!(
         reply.body["details"]["causes"][0]["reason"],
@@ -286,6 +286,90 @@ async fn updating_and_deleting_the_crd_changes_what_is_served() {
             .await
             .status,
         404
+    );
+    sim.shutdown().await;
+}
+
+/// AppServiceLink's CRD as it stood at commit 4222bb2: a real v1.36 apiserver refused it, because the
+/// regex rules on the App Service target fields sit in an unbounded list of unbounded strings.
+const UNBOUNDED_CRD: &str = include_str!("fixtures/appservicelink-crd-4222bb2.yaml");
+
+#[tokio::test]
+async fn a_crd_whose_rules_cost_too_much_is_refused_like_a_real_apiserver_does() {
+    let sim = start().await;
+    let crd: Value = serde_norway::from_str(UNBOUNDED_CRD).unwrap();
+    let reply = post(&sim, CRDS, &crd).await;
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    let causes: Vec<String> = reply.body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["field"].as_str().unwrap(),
+                c["message"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let target = "spec.validation.openAPIV3Schema.properties[spec].properties[appServices].properties[targets].items.properties";
+    let over_budget = "Forbidden: estimated rule cost exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)";
+    let mut expected: Vec<String> = ["name", "resourceGroup", "slot", "subscriptionId"]
+        .iter()
+        .map(|field| format!("{target}[{field}].x-kubernetes-validations[0].rule: {over_budget}"))
+        .collect();
+    expected.push("spec.validation.openAPIV3Schema: Forbidden: x-kubernetes-validations estimated rule cost total for entire OpenAPIv3 schema exceeds budget by factor of more than 100x (try simplifying the rule, or adding maxItems, maxProperties, and maxLength where arrays, maps, and strings are declared)".to_string());
+    assert_eq!(causes, expected);
+    assert_eq!(
+        get(&sim, ASL_PATH).await.status,
+        404,
+        "nothing was registered"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn rules_that_do_not_type_check_and_misplaced_extensions_are_refused() {
+    let sim = start().await;
+    let refused = |mutate: &dyn Fn(&mut Value)| {
+        let mut crd: Value = serde_norway::from_str(CRD_YAML).unwrap();
+        mutate(&mut crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]);
+        crd
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            refused(&|spec| spec["x-kubernetes-validations"] = json!([{"rule": "self.dns.zoen == 'x'"}])),
+            "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.dns.zoen == 'x'\": compilation failed: ERROR: <input>: undefined field 'zoen'",
+        ),
+        (
+            refused(&|spec| spec["x-kubernetes-validations"] = json!([{"rule": "self.dns.zone"}])),
+            "spec.validation.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.dns.zone\": cel expression must evaluate to a bool",
+        ),
+        (
+            refused(&|spec| spec["properties"]["dns"]["x-kubernetes-list-type"] = json!("atomic")),
+            "spec.validation.openAPIV3Schema.properties[spec].properties[dns].type: Invalid value: \"object\": must be array if x-kubernetes-list-type is specified",
+        ),
+        (
+            refused(&|spec| spec["properties"]["dns"]["x-kubernetes-preserve-unknown-fields"] = json!(false)),
+            "spec.validation.openAPIV3Schema.properties[spec].properties[dns].x-kubernetes-preserve-unknown-fields: Invalid value: false: must be true or undefined",
+        ),
+        (
+            refused(&|spec| spec["properties"]["appServiceDnsMode"]["x-kubernetes-map-type"] = json!("atomic")),
+            "spec.validation.openAPIV3Schema.properties[spec].properties[appServiceDnsMode].type: Invalid value: \"string\": must be object if x-kubernetes-map-type is specified",
+        ),
+    ];
+    for (crd, message) in cases {
+        let reply = post(&sim, CRDS, &crd).await;
+        assert_eq!(reply.status, 422, "{message}");
+        assert_eq!(
+            reply.body["message"],
+            format!("CustomResourceDefinition.apiextensions.k8s.io \"appservicelinks.appservicelink.io\" is invalid: {message}")
+        );
+    }
+    assert_eq!(
+        get(&sim, ASL_PATH).await.status,
+        404,
+        "nothing was registered"
     );
     sim.shutdown().await;
 }
