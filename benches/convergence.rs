@@ -90,16 +90,27 @@ async fn main() -> anyhow::Result<()> {
         std::process::id()
     ));
     azure.write_ca(&ca)?;
-    let arm = appservicelink::sandbox::sandbox_arm_client(&azure, &ca)?;
+    let arm = appservicelink::azure::credentials::AzureConfig {
+        arm_endpoint: azure.arm_endpoint(),
+        authority_host: Some(azure.authority_host()),
+        ca_bundle: Some(ca.clone()),
+        credential: appservicelink::azure::credentials::CredentialKind::ClientSecret,
+        ..Default::default()
+    }
+    .client_secret_arm_client(
+        azure.tenant_id(),
+        azure_sim::DEFAULT_CLIENT_ID,
+        azure_sim::DEFAULT_CLIENT_SECRET.to_string(),
+    )?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&cluster.kubeconfig_yaml())?;
     let client = kube::Client::try_from(
         kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?,
     )?;
-    let metrics = std::sync::Arc::new(appservicelink::metrics::Metrics::new());
-    let health = appservicelink::health::Health::default();
+    let metrics = std::sync::Arc::new(appservicelink::runtime::metrics::Metrics::new());
+    let health = appservicelink::runtime::health::Health::default();
     let controller = tokio::spawn(controller::run(
         client,
-        controller::Config::default(),
+        appservicelink::context::Config::default(),
         Ok(arm),
         metrics,
         health,

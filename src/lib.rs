@@ -1,29 +1,23 @@
 //! AppServiceLink: a Kubernetes operator that links Azure App Services to AKS Services privately.
 //!
-//! One module per duty, each built the same way (desired state from the spec, then apply, then the
-//! observed state for status):
-//! - [`service_link`]: selected Services become internal Azure load balancers;
-//! - [`dns_service`]: CoreDNS exposed on an internal load balancer in `kube-system`;
-//! - [`corefile`]: the `k8s_external` override in `kube-system/coredns-custom`;
-//! - [`app_service`]: App Services pointed at the DNS Service.
+//! The layers, from the bottom up (each imports only from the layers below it):
+//! - [`crd`] and [`validation`]: the resource and the controller's own check of it;
+//! - [`azure`]: the ARM client and its credentials; [`runtime`]: leader election, health, metrics,
+//!   endpoints, logging;
+//! - [`error`], [`context`] and [`status`]: what every duty shares;
+//! - [`duties`]: one module per duty;
+//! - [`reconcile`]: the pipeline (validate, the duties, status) and the finalizer;
+//! - [`controller`]: the watches that trigger it.
 //!
-//! [`controller`] wires the watches and calls the duties; [`crd`] and [`validation`] define and
-//! check the resource. [`leader`] lets one replica of several run the controller; [`endpoints`]
-//! serves [`health`] and [`metrics`] over HTTP.
+//! ARCHITECTURE.md walks through it.
 
-pub mod app_service;
-pub mod arm;
-pub mod azure_auth;
+pub mod azure;
+pub mod context;
 pub mod controller;
-pub mod corefile;
 pub mod crd;
-pub mod dns_service;
-pub mod endpoints;
-pub mod health;
-pub mod leader;
-pub mod metrics;
-pub mod sandbox;
-pub mod service_link;
+pub mod duties;
+pub mod error;
+pub mod reconcile;
+pub mod runtime;
 pub mod status;
-pub mod telemetry;
 pub mod validation;

@@ -4,10 +4,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use appservicelink::arm::ArmClient;
-use appservicelink::health::Health;
-use appservicelink::metrics::Metrics;
-use appservicelink::{azure_auth, controller, crd, endpoints, leader, sandbox, telemetry};
+use appservicelink::azure::arm::ArmClient;
+use appservicelink::azure::credentials as azure_auth;
+use appservicelink::context::Config;
+use appservicelink::runtime::health::Health;
+use appservicelink::runtime::metrics::Metrics;
+use appservicelink::runtime::{endpoints, leader, telemetry};
+use appservicelink::{controller, crd};
+
+#[cfg(feature = "sandbox")]
+mod sandbox;
 
 /// AppServiceLink: links Azure App Services to AKS Services over internal load balancers and CoreDNS.
 #[derive(Parser)]
@@ -29,9 +35,11 @@ enum Command {
     },
     /// Run the whole product on this machine: a simulated AKS cluster and Azure, seeded with a small
     /// world and examples/full.yaml, and the real controller. Prints a kubeconfig for kubectl.
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(clap::Args)]
 struct SandboxArgs {
     /// Where to write the kubeconfig of the simulated cluster.
@@ -125,6 +133,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Crd { reference: false } => print!("{}", crd::crd_yaml()),
         Command::Crd { reference: true } => print!("{}", crd::reference_markdown()),
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(args) => {
             telemetry::init_quiet();
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -141,7 +150,7 @@ async fn main() -> anyhow::Result<()> {
             // rustls refusing to choose (DESIGN.md, "Rust toolchain facts").
             let _ = rustls::crypto::ring::default_provider().install_default();
             let client = kube::Client::try_default().await?;
-            let config = controller::Config {
+            let config = Config {
                 coredns_deployment: args.coredns_deployment,
                 restart_coredns: args.restart_coredns,
                 resync: Duration::from_secs(args.resync_seconds),
@@ -184,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
                     lease_seconds: args.leader_election_lease_seconds,
                     identity: leader::identity(),
                 };
-                leader::run(client, election, &metrics, &health, &shutdown, controller).await?;
+                leader::run(client, election, &metrics, &health, &shutdown, controller).await??;
             } else {
                 metrics.set_leader(true);
                 health.active();

@@ -16,9 +16,10 @@ use azure_sim::{AzureSim, AzureSimOptions, SiteId};
 use kube_sim::{SimCluster, SimOptions};
 use serde_json::{json, Value};
 
-use crate::arm::ArmClient;
-use crate::azure_auth::{AzureConfig, CredentialKind};
-use crate::{controller, crd};
+use appservicelink::azure::arm::ArmClient;
+use appservicelink::azure::credentials::{AzureConfig, CredentialKind};
+use appservicelink::context::Config;
+use appservicelink::{controller, crd};
 
 /// The example link the sandbox applies.
 pub const EXAMPLE: &str = include_str!("../examples/full.yaml");
@@ -97,12 +98,12 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     azure.write_ca(&ca)?;
     let client = kube_client(&cluster).await?;
     let arm = sandbox_arm_client(&azure, &ca)?;
-    let config = controller::Config {
+    let config = Config {
         resync: Duration::from_secs(30),
         ..Default::default()
     };
-    let metrics = std::sync::Arc::new(crate::metrics::Metrics::new());
-    let health = crate::health::Health::default();
+    let metrics = std::sync::Arc::new(appservicelink::runtime::metrics::Metrics::new());
+    let health = appservicelink::runtime::health::Health::default();
     let mut controller = tokio::spawn(controller::run(
         client,
         config,
@@ -211,7 +212,7 @@ async fn kube_client(cluster: &SimCluster) -> anyhow::Result<kube::Client> {
 
 /// An ARM client configured exactly as `run` would be for a sovereign cloud: custom endpoint,
 /// authority host and CA bundle, with a client-secret credential.
-pub fn sandbox_arm_client(azure: &AzureSim, ca: &Path) -> anyhow::Result<ArmClient> {
+fn sandbox_arm_client(azure: &AzureSim, ca: &Path) -> anyhow::Result<ArmClient> {
     let config = AzureConfig {
         arm_endpoint: azure.arm_endpoint(),
         authority_host: Some(azure.authority_host()),
@@ -219,19 +220,11 @@ pub fn sandbox_arm_client(azure: &AzureSim, ca: &Path) -> anyhow::Result<ArmClie
         credential: CredentialKind::ClientSecret,
         ..Default::default()
     };
-    let http = config.http_client()?;
-    let credential = config.client_secret_credential(
-        &http,
+    Ok(config.client_secret_arm_client(
         azure.tenant_id(),
         azure_sim::DEFAULT_CLIENT_ID,
         azure_sim::DEFAULT_CLIENT_SECRET.to_string(),
-    )?;
-    Ok(ArmClient::new(
-        http,
-        &config.arm_endpoint,
-        config.scope(),
-        credential,
-    ))
+    )?)
 }
 
 /// Serves the simulated App Services' DNS-related settings as JSON, for `curl`.
@@ -277,7 +270,10 @@ fn snapshot(cluster: &SimCluster, azure: &AzureSim) -> BTreeMap<String, String> 
             .as_str()
             .unwrap_or("ClusterIP")
             .to_string();
-        if svc["metadata"]["annotations"][crate::service_link::ANNOTATION_INTERNAL] == "true" {
+        if svc["metadata"]["annotations"]
+            [appservicelink::duties::load_balancer::ANNOTATION_INTERNAL]
+            == "true"
+        {
             fact.push_str(", internal");
         }
         if let Some(ip) = svc["status"]["loadBalancer"]["ingress"][0]["ip"].as_str() {
@@ -288,18 +284,22 @@ fn snapshot(cluster: &SimCluster, azure: &AzureSim) -> BTreeMap<String, String> 
     let override_text = cluster
         .get("v1", "ConfigMap", Some("kube-system"), "coredns-custom")
         .and_then(|cm| {
-            cm["data"][crate::corefile::OVERRIDE_KEY]
+            cm["data"][appservicelink::duties::corefile::OVERRIDE_KEY]
                 .as_str()
                 .map(|s| s.trim().to_string())
         });
     facts.insert(
-        format!("CoreDNS override ({})", crate::corefile::OVERRIDE_KEY),
+        format!(
+            "CoreDNS override ({})",
+            appservicelink::duties::corefile::OVERRIDE_KEY
+        ),
         override_text.unwrap_or_else(|| "(none)".into()),
     );
     let rollout = cluster
         .get("apps/v1", "Deployment", Some("kube-system"), "coredns")
         .and_then(|d| {
-            d["spec"]["template"]["metadata"]["annotations"][crate::corefile::HASH_ANNOTATION]
+            d["spec"]["template"]["metadata"]["annotations"]
+                [appservicelink::duties::corefile::HASH_ANNOTATION]
                 .as_str()
                 .map(str::to_string)
         });
@@ -310,8 +310,8 @@ fn snapshot(cluster: &SimCluster, azure: &AzureSim) -> BTreeMap<String, String> 
     for site in sites() {
         let settings = azure.app_settings(&site).unwrap_or_default();
         let dns: Vec<String> = [
-            crate::app_service::DNS_SERVER_SETTING,
-            crate::app_service::DNS_ALT_SERVER_SETTING,
+            appservicelink::duties::app_service::DNS_SERVER_SETTING,
+            appservicelink::duties::app_service::DNS_ALT_SERVER_SETTING,
         ]
         .iter()
         .filter_map(|k| settings.get(*k).map(|v| format!("{k}={v}")))

@@ -199,5 +199,8 @@ fn the_load_balancer_ip_is_read_from_status() {
     let service = svc(
         json!({"metadata": {"name": "a"}, "status": {"loadBalancer": {"ingress": [{"ip": "10.240.0.7"}]}}}),
     );
-    assert_eq!(load_balancer_ip(&service).as_deref(), Some("10.240.0.7"));
+    assert_eq!(
+        load_balancer::load_balancer_ip(&service).as_deref(),
+        Some("10.240.0.7")
+    );
 }

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::azure::arm::ArmClient;
 use azure_core::cloud::{CloudConfiguration, CustomConfiguration};
 use azure_core::credentials::{Secret, TokenCredential};
 use azure_core::http::{ClientOptions, Transport};
@@ -163,6 +164,25 @@ impl AzureConfig {
             CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(credential_error)?,
             CredentialKind::Auto => unreachable!("detect never answers Auto"),
         })
+    }
+
+    /// An ARM client for this cloud that authenticates as a service principal with a secret given
+    /// directly (not from the environment): the sandbox and the benchmarks use it against the
+    /// simulated Azure.
+    pub fn client_secret_arm_client(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        secret: String,
+    ) -> Result<ArmClient, AzureConfigError> {
+        let http = self.http_client()?;
+        let credential = self.client_secret_credential(&http, tenant_id, client_id, secret)?;
+        Ok(ArmClient::new(
+            http,
+            &self.arm_endpoint,
+            self.scope(),
+            credential,
+        ))
     }
 
     /// A service principal's client-secret credential, with `http` as its transport.

@@ -11,21 +11,47 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::controller::{is_not_found, Context, Error};
+use crate::context::Context;
 use crate::crd::AppServiceLink;
-use crate::service_link::{ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
+use crate::duties::load_balancer::{
+    is_ours, load_balancer_ip, ANNOTATION_INTERNAL, ANNOTATION_IPV4, ANNOTATION_SUBNET, MANAGED_BY,
+    MANAGED_BY_LABEL,
+};
+use crate::error::{is_not_found, KubeError};
 use crate::status::{types, DutyStatus};
 
 /// Namespace of the DNS Service: where CoreDNS runs.
 pub const NAMESPACE: &str = "kube-system";
-/// Sets a static private frontend IP (cloud-provider-azure; `spec.loadBalancerIP` is deprecated since 1.24).
-pub const ANNOTATION_IPV4: &str = "service.beta.kubernetes.io/azure-load-balancer-ipv4";
-/// Label that marks a Service as ours, so a Service we did not create is never taken over.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY: &str = "appservicelink";
 /// Field manager for the DNS Service.
 pub const FIELD_MANAGER: &str = "appservicelink-dns-service";
+/// Why the duty stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The DNS Service could not be created or updated.
+    #[error(transparent)]
+    Apply(KubeError),
+    /// A DNS Service no link names any more could not be deleted.
+    #[error(transparent)]
+    Delete(KubeError),
+}
+
+impl Error {
+    /// Short category for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Apply(e) | Self::Delete(e) => e.category(),
+        }
+    }
+
+    /// The reason of the `DnsServiceReady` condition it leads to.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Apply(_) => "DnsServiceApplyFailed",
+            Self::Delete(_) => "DnsServiceDeleteFailed",
+        }
+    }
+}
+
 /// The label CoreDNS pods carry on AKS (the same selector as `kube-dns`).
 const COREDNS_SELECTOR: (&str, &str) = ("k8s-app", "kube-dns");
 
@@ -71,16 +97,6 @@ pub fn desired(settings: &DnsServiceSettings) -> Value {
     })
 }
 
-/// True when the Service is ours (created by the operator).
-pub fn is_ours(svc: &Service) -> bool {
-    svc.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .map(String::as_str)
-        == Some(MANAGED_BY)
-}
-
 /// True when the observed Service already has everything [`desired`] asks for.
 pub fn is_converged(svc: &Service, settings: &DnsServiceSettings) -> bool {
     let annotations = svc.metadata.annotations.clone().unwrap_or_default();
@@ -123,7 +139,7 @@ pub fn is_converged(svc: &Service, settings: &DnsServiceSettings) -> bool {
 /// The DNS server IP the Service offers: its load balancer IP, once assigned, and only if it is the
 /// static IP the link asked for (Azure may take a moment to move the frontend).
 pub fn dns_server_ip(svc: &Service, settings: &DnsServiceSettings) -> Option<String> {
-    let ip = crate::service_link::load_balancer_ip(svc)?;
+    let ip = load_balancer_ip(svc)?;
     match &settings.static_ip {
         Some(wanted) if *wanted != ip => None,
         _ => Some(ip),
@@ -241,7 +257,12 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                     &Patch::Apply(&desired(&mine)),
                 )
                 .await
-                .map_err(|e| Error::kube(format!("applying DNS Service {NAMESPACE}/{name}"), e))?;
+                .map_err(|e| {
+                    Error::Apply(KubeError::new(
+                        format!("applying DNS Service {NAMESPACE}/{name}"),
+                        e,
+                    ))
+                })?;
             ctx.event(
                 link,
                 EventType::Normal,
@@ -307,10 +328,10 @@ async fn collect_orphans(ctx: &Context, link: &AppServiceLink) -> Result<(), Err
             }
             Err(err) if is_not_found(&err) => {}
             Err(err) => {
-                return Err(Error::kube(
+                return Err(Error::Delete(KubeError::new(
                     format!("deleting DNS Service {NAMESPACE}/{name}"),
                     err,
-                ))
+                )))
             }
         }
     }

@@ -10,26 +10,76 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::Patch;
+use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::controller::{current_status, is_not_found, Context, Error};
+use crate::context::{current_status, Context};
 use crate::crd::{AppServiceLink, LinkedServiceState, LinkedServiceStatus};
+use crate::duties::load_balancer::{self, ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
+use crate::error::{is_not_found, KubeError};
 use crate::status::{types, DutyStatus};
+use crate::validation;
 
-/// Makes the Azure load balancer internal (cloud-provider-azure).
-pub const ANNOTATION_INTERNAL: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
-/// Places the internal load balancer's frontend in this subnet (a subnet name, cloud-provider-azure).
-pub const ANNOTATION_SUBNET: &str =
-    "service.beta.kubernetes.io/azure-load-balancer-internal-subnet";
 /// The link that converted the Service.
 pub const ANNOTATION_LINK: &str = "appservicelink.io/link";
 /// JSON record of the Service's type and annotations before the conversion.
 pub const ANNOTATION_PREVIOUS: &str = "appservicelink.io/previous-state";
 /// Field manager for Service conversions and restores.
 pub const FIELD_MANAGER: &str = "appservicelink-service";
+
+/// Why the duty stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Service could not be converted (or handed over to another link).
+    #[error(transparent)]
+    Convert(KubeError),
+    /// A Service could not be put back as it was.
+    #[error(transparent)]
+    Restore(KubeError),
+}
+
+impl Error {
+    /// Short category for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Convert(e) | Self::Restore(e) => e.category(),
+        }
+    }
+
+    /// The reason of the `ServicesReady` condition it leads to.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Convert(_) => "ServiceConversionFailed",
+            Self::Restore(_) => "ServiceRestoreFailed",
+        }
+    }
+}
+
+/// True when `link` selects `svc`, by labels and namespace labels. The operator's own DNS Services
+/// are never selected.
+pub fn selects(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
+    if load_balancer::is_ours(svc) {
+        return false;
+    }
+    let services = &link.spec.services;
+    if validation::selector_is_empty(&services.selector) {
+        return false;
+    }
+    let Ok(selector) = Selector::try_from(services.selector.clone()) else {
+        return false;
+    };
+    if !selector.matches(svc.labels()) {
+        return false;
+    }
+    match &services.namespace_selector {
+        None => true,
+        Some(ns_selector) => Selector::try_from(ns_selector.clone())
+            .is_ok_and(|s| s.matches(&ctx.namespace_labels(&svc.namespace().unwrap_or_default()))),
+    }
+}
 
 /// The annotations a conversion sets, whose previous values are recorded.
 const RECORDED_ANNOTATIONS: [&str; 2] = [ANNOTATION_INTERNAL, ANNOTATION_SUBNET];
@@ -295,18 +345,6 @@ pub fn holder(svc: &Service) -> Option<&str> {
     annotation(svc, ANNOTATION_LINK)
 }
 
-/// The load balancer's IP, once the cloud provider has assigned one.
-pub fn load_balancer_ip(svc: &Service) -> Option<String> {
-    svc.status
-        .as_ref()?
-        .load_balancer
-        .as_ref()?
-        .ingress
-        .as_ref()?
-        .iter()
-        .find_map(|ingress| ingress.ip.clone())
-}
-
 /// True when `svc` is an internal load balancer as `want` asks (its IP may still be pending).
 pub fn is_internal_load_balancer(svc: &Service) -> bool {
     service_type(svc) == "LoadBalancer" && annotation(svc, ANNOTATION_INTERNAL) == Some("true")
@@ -361,7 +399,7 @@ fn live_holder(ctx: &Context, svc: &Service, except: &str) -> Option<LinkSetting
     let holder = holder(svc).filter(|h| *h != except)?;
     ctx.valid_links()
         .into_iter()
-        .find(|l| l.name_any() == holder && ctx.selects(l, svc))
+        .find(|l| l.name_any() == holder && selects(ctx, l, svc))
         .map(|l| settings(&l))
 }
 
@@ -375,7 +413,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
     let mut all = ctx.services.state();
     all.sort_by_key(|s| (s.namespace(), s.name_any()));
     let mut entries = Vec::new();
-    for svc in all.iter().filter(|s| ctx.selects(link, s)) {
+    for svc in all.iter().filter(|s| selects(ctx, link, s)) {
         let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
         let reverts = previous_entries
             .iter()
@@ -445,7 +483,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
         // A Service deleted mid-way simply drops out.
         let Some(observed) = observed else { continue };
         entry.internal_ip = is_internal_load_balancer(&observed)
-            .then(|| load_balancer_ip(&observed))
+            .then(|| load_balancer::load_balancer_ip(&observed))
             .flatten();
         entry.state = if entry.internal_ip.is_some() {
             LinkedServiceState::Linked
@@ -456,7 +494,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
     }
     for svc in all
         .iter()
-        .filter(|s| holder(s) == Some(want.link.as_str()) && !ctx.selects(link, s))
+        .filter(|s| holder(s) == Some(want.link.as_str()) && !selects(ctx, link, s))
     {
         release(ctx, link, svc).await?;
     }
@@ -486,7 +524,7 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
     let next = ctx
         .valid_links()
         .into_iter()
-        .find(|l| l.name_any() != link.name_any() && ctx.selects(l, svc));
+        .find(|l| l.name_any() != link.name_any() && selects(ctx, l, svc));
     if let Some(next) = next {
         let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
         if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
@@ -535,10 +573,10 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
             Ok(())
         }
         Err(err) if is_not_found(&err) => Ok(()),
-        Err(err) => Err(Error::kube(
+        Err(err) => Err(Error::Restore(KubeError::new(
             format!("restoring Service {namespace}/{name}"),
             err,
-        )),
+        ))),
     }
 }
 
@@ -561,10 +599,10 @@ async fn apply(ctx: &Context, svc: &Service, body: &Value) -> Result<Option<Serv
         Err(err) if is_not_found(&err) || is_conflict(&err) && !exists(&api, &name).await => {
             Ok(None)
         }
-        Err(err) => Err(Error::kube(
+        Err(err) => Err(Error::Convert(KubeError::new(
             format!("converting Service {namespace}/{name}"),
             err,
-        )),
+        ))),
     }
 }
 

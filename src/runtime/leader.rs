@@ -22,8 +22,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::health::Health;
-use crate::metrics::Metrics;
+use crate::runtime::health::Health;
+use crate::runtime::metrics::Metrics;
 
 /// Pause before retrying a failed Lease call.
 const RETRY: Duration = Duration::from_millis(500);
@@ -82,14 +82,16 @@ pub fn identity() -> String {
 /// Runs `controller` only while this replica holds the Lease, until it finishes (graceful
 /// shutdown) or the Lease is lost. On a shutdown the Lease is released once the controller has
 /// finished its in-flight reconciles, so a standby takes over at once.
-pub async fn run(
+///
+/// The outer error is the election's; the inner result is the controller's own, when it ran.
+pub async fn run<E>(
     client: Client,
     config: Config,
     metrics: &Metrics,
     health: &Health,
     shutdown: &CancellationToken,
-    controller: impl Future<Output = anyhow::Result<()>>,
-) -> anyhow::Result<()> {
+    controller: impl Future<Output = Result<(), E>>,
+) -> Result<Result<(), E>, Error> {
     let mut election = Election::start(client, config, health.clone()).await?;
     health.standby();
     if !election.acquire(shutdown).await {
@@ -98,7 +100,7 @@ pub async fn run(
         if let Err(err) = election.manager.release().await {
             warn!(error = %err, "could not check the leader Lease on shutdown");
         }
-        return Ok(());
+        return Ok(Ok(()));
     }
     metrics.set_leader(true);
     health.active();
@@ -106,12 +108,12 @@ pub async fn run(
         result = controller => result,
         lost = election.hold() => {
             metrics.set_leader(false);
-            return Err(lost.into());
+            return Err(lost);
         }
     };
     metrics.set_leader(false);
     election.release().await;
-    result
+    Ok(result)
 }
 
 /// What this replica last saw of the Lease.

@@ -12,8 +12,8 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::health::Health;
-use crate::metrics::{self, Metrics};
+use crate::runtime::health::Health;
+use crate::runtime::metrics::{self, Metrics};
 
 /// The endpoints could not start.
 #[derive(Debug, thiserror::Error)]

@@ -15,12 +15,46 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::arm::{ArmClient, ArmError, SiteRef};
-use crate::controller::{Context, Error, DRY_RUN_PREFIX};
+use crate::azure::arm::{ArmClient, ArmError, SiteRef};
+use crate::context::{Context, DRY_RUN_PREFIX};
 use crate::crd::{
     AppServiceDnsMode, AppServiceLink, AppServiceStatus, AppServiceTarget, DeletionPolicy,
 };
 use crate::status::{types, DutyStatus};
+
+/// Why the duty stopped. Only letting App Services go can fail the reconcile: while a link is live,
+/// every App Service's problem is an entry in its status instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The link is being deleted and App Services must be restored, but Azure access is not
+    /// configured.
+    #[error("cannot restore App Services: Azure access is not configured: {0}")]
+    NoAzureAccess(String),
+    /// An App Service could not be restored.
+    #[error("restoring {resource_id}: {source}")]
+    Restore {
+        /// ARM resource id of the site or slot.
+        resource_id: String,
+        /// What ARM answered.
+        #[source]
+        source: ArmError,
+    },
+}
+
+impl Error {
+    /// Short category for metrics.
+    pub fn category(&self) -> &'static str {
+        "AppServiceRestore"
+    }
+
+    /// The reason of the `AppServicesReady` condition it leads to.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NoAzureAccess(_) => "AzureNotConfigured",
+            Self::Restore { .. } => "RestoreFailed",
+        }
+    }
+}
 
 /// App setting holding the DNS server(s), comma-separated.
 pub const DNS_SERVER_SETTING: &str = "WEBSITE_DNS_SERVER";
@@ -547,15 +581,17 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     {
         return Ok(());
     }
-    let arm = ctx.arm.as_ref().map_err(|reason| {
-        Error::AppService(format!(
-            "cannot restore App Services: Azure access is not configured: {reason}"
-        ))
-    })?;
+    let arm = ctx
+        .arm
+        .as_ref()
+        .map_err(|reason| Error::NoAzureAccess(reason.clone()))?;
     for entry in &entries {
         let_go(ctx, link, arm, entry)
             .await
-            .map_err(|e| Error::AppService(format!("restoring {}: {e}", entry.resource_id)))?;
+            .map_err(|source| Error::Restore {
+                resource_id: entry.resource_id.clone(),
+                source,
+            })?;
     }
     Ok(())
 }

@@ -14,8 +14,9 @@ use kube::Api;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::controller::{Context, Error};
+use crate::context::Context;
 use crate::crd::AppServiceLink;
+use crate::error::KubeError;
 use crate::status::{types, DutyStatus};
 use crate::validation::{self, InvalidField};
 
@@ -26,6 +27,34 @@ pub const CONFIGMAP: &str = "coredns-custom";
 /// Our key. AKS imports `*.override` keys inside the `.:53` server block, next to the `kubernetes`
 /// plugin, which is the only place `k8s_external` works (AKS "Customize CoreDNS" docs).
 pub const OVERRIDE_KEY: &str = "appservicelink.override";
+/// Why the duty stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The override key could not be read or written.
+    #[error(transparent)]
+    Override(KubeError),
+    /// CoreDNS could not be read or rolled to load the override.
+    #[error(transparent)]
+    Restart(KubeError),
+}
+
+impl Error {
+    /// Short category for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Override(e) | Self::Restart(e) => e.category(),
+        }
+    }
+
+    /// The reason of the `CoreDNSOverrideReady` condition it leads to.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Override(_) => "OverrideWriteFailed",
+            Self::Restart(_) => "CoreDNSRestartFailed",
+        }
+    }
+}
+
 /// Pod-template annotation holding the hash of the override CoreDNS last rolled for.
 pub const HASH_ANNOTATION: &str = "appservicelink.io/coredns-override-hash";
 /// Field manager for our ConfigMap key.
@@ -137,10 +166,12 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
         .collect();
     let content = render(&zones);
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), NAMESPACE);
-    let configmap = api
-        .get_opt(CONFIGMAP)
-        .await
-        .map_err(|e| Error::kube(format!("reading ConfigMap {NAMESPACE}/{CONFIGMAP}"), e))?;
+    let configmap = api.get_opt(CONFIGMAP).await.map_err(|e| {
+        Error::Override(KubeError::new(
+            format!("reading ConfigMap {NAMESPACE}/{CONFIGMAP}"),
+            e,
+        ))
+    })?;
     let data = configmap
         .as_ref()
         .and_then(|c| c.data.clone())
@@ -166,10 +197,10 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
         )
         .await
         .map_err(|e| {
-            Error::kube(
+            Error::Override(KubeError::new(
                 format!("applying key {OVERRIDE_KEY} of ConfigMap {NAMESPACE}/{CONFIGMAP}"),
                 e,
-            )
+            ))
         })?;
         let note = match &content {
             Some(c) => format!("CoreDNS override {OVERRIDE_KEY} set to: {}", c.trim()),
@@ -206,10 +237,12 @@ async fn roll_coredns(
         return Ok("; CoreDNS restarts are off, its reload plugin picks the change up within about a minute".into());
     }
     let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), NAMESPACE);
-    let Some(deployment) = api
-        .get_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("reading Deployment {NAMESPACE}/{name}"), e))?
+    let Some(deployment) = api.get_opt(name).await.map_err(|e| {
+        Error::Restart(KubeError::new(
+            format!("reading Deployment {NAMESPACE}/{name}"),
+            e,
+        ))
+    })?
     else {
         return Ok(format!("; Deployment {NAMESPACE}/{name} not found, so CoreDNS was not restarted (its reload plugin picks the change up within about a minute)"));
     };
@@ -225,7 +258,12 @@ async fn roll_coredns(
         let params = ctx.update_params(RESTART_FIELD_MANAGER);
         api.patch(name, &params, &Patch::Merge(&restart_patch(&hash)))
             .await
-            .map_err(|e| Error::kube(format!("restarting Deployment {NAMESPACE}/{name}"), e))?;
+            .map_err(|e| {
+                Error::Restart(KubeError::new(
+                    format!("restarting Deployment {NAMESPACE}/{name}"),
+                    e,
+                ))
+            })?;
         let note = format!(
             "Deployment {NAMESPACE}/{name} restarted to load the CoreDNS override (hash {hash})"
         );

@@ -1,0 +1,280 @@
+//! The reconcile pipeline: validate the link, run the four duties, write the status, all behind the
+//! finalizer that undoes them on deletion.
+//!
+//! [`crate::controller`] decides when a link is reconciled; this module decides what a reconcile
+//! does. Each duty reports its own typed error; [`Error`] carries it with the condition it belongs to.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Patch;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Event};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::context::Context;
+use crate::crd::AppServiceLink;
+use crate::duties::{app_service, corefile, dns_service, service_link};
+use crate::error::KubeError;
+use crate::status::{self, types, DutyStatus, Observed};
+use crate::validation;
+
+/// Finalizer that keeps a link until everything it changed is undone.
+pub const FINALIZER: &str = "appservicelink.io/cleanup";
+/// Field manager for status writes.
+const STATUS_FIELD_MANAGER: &str = "appservicelink-status";
+
+/// Why one reconcile stopped; the link is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The Service conversion failed.
+    #[error(transparent)]
+    ServiceLink(#[from] service_link::Error),
+    /// The DNS Service could not be written or removed.
+    #[error(transparent)]
+    DnsService(#[from] dns_service::Error),
+    /// The CoreDNS override could not be written, or CoreDNS not rolled.
+    #[error(transparent)]
+    Corefile(#[from] corefile::Error),
+    /// App Services could not be restored; the link keeps its finalizer until they are.
+    #[error(transparent)]
+    AppService(#[from] app_service::Error),
+    /// The link's status could not be written.
+    #[error(transparent)]
+    Status(KubeError),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Short category for metrics.
+    pub fn category(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Self::ServiceLink(e) => e.category(),
+            Self::DnsService(e) => e.category(),
+            Self::Corefile(e) => e.category(),
+            Self::AppService(e) => e.category(),
+            Self::Status(e) => e.category(),
+            Self::Finalizer(err) => match err.as_ref() {
+                Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.category(),
+                _ => "Finalizer",
+            },
+        }
+    }
+
+    /// The status condition the failure belongs to, and the reason it gives.
+    pub fn condition(&self) -> (&'static str, &'static str) {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Self::ServiceLink(e) => (types::SERVICES, e.reason()),
+            Self::DnsService(e) => (types::DNS_SERVICE, e.reason()),
+            Self::Corefile(e) => (types::COREDNS_OVERRIDE, e.reason()),
+            Self::AppService(e) => (types::APP_SERVICES, e.reason()),
+            Self::Status(_) => (types::READY, "StatusWriteFailed"),
+            Self::Finalizer(err) => match err.as_ref() {
+                Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.condition(),
+                _ => (types::READY, "FinalizerFailed"),
+            },
+        }
+    }
+}
+
+/// The pipeline's shared state: the duties' context, and what the pipeline itself keeps between
+/// reconciles.
+pub struct Pipeline {
+    /// What the duties are given.
+    pub ctx: Context,
+    /// Serialises the cluster-wide duties (DNS Service, CoreDNS override), which every link
+    /// computes from all links.
+    cluster_wide: tokio::sync::Mutex<()>,
+    /// Consecutive failures per link, for the backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Pipeline {
+    /// A pipeline over `ctx`.
+    pub fn new(ctx: Context) -> Self {
+        Self {
+            ctx,
+            cluster_wide: tokio::sync::Mutex::new(()),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Reconciles one link, and counts it in the metrics.
+pub async fn reconcile(
+    link: Arc<AppServiceLink>,
+    pipeline: Arc<Pipeline>,
+) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_link(link, &pipeline).await;
+    pipeline.ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
+}
+
+async fn reconcile_link(link: Arc<AppServiceLink>, pipeline: &Pipeline) -> Result<Action, Error> {
+    let ctx = &pipeline.ctx;
+    // Deciding on a partial view could, say, restore a Service only because it was not listed yet.
+    ctx.health.caches_synced().await;
+    let api = Api::<AppServiceLink>::all(ctx.client.clone());
+    let name = link.name_any();
+    if ctx.config.dry_run {
+        // Adding a finalizer would change the link, so dry-run mode reports what it would do for
+        // live links and leaves deletion alone.
+        return match link.meta().deletion_timestamp {
+            None => apply(&link, pipeline).await,
+            Some(_) => Ok(Action::await_change()),
+        };
+    }
+    let result = finalizer(&api, FINALIZER, link, |event| async {
+        match event {
+            Event::Apply(link) => apply(&link, pipeline).await,
+            Event::Cleanup(link) => cleanup(&link, pipeline).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    if result.is_ok() {
+        // The map is only locked for these one-line updates, which cannot panic.
+        pipeline
+            .failures
+            .lock()
+            .expect("failure counts")
+            .remove(&name);
+    }
+    result
+}
+
+/// Retries a failed link with exponential backoff, from 2 s up to 5 minutes.
+pub fn error_policy(link: Arc<AppServiceLink>, err: &Error, pipeline: Arc<Pipeline>) -> Action {
+    let mut failures = pipeline.failures.lock().expect("failure counts");
+    let count = failures.entry(link.name_any()).or_insert(0);
+    *count = count.saturating_add(1);
+    let delay = Duration::from_secs(1u64 << (*count).min(8)).min(Duration::from_secs(300));
+    let (condition, reason) = err.condition();
+    warn!(link = %link.name_any(), error = %err, condition, reason, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// The Apply arm: validate, run the duties, write the status.
+async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Error> {
+    let ctx = &pipeline.ctx;
+    let errors = validation::validate(&link.spec);
+    if !errors.is_empty() {
+        let message = errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let duty = DutyStatus::blocked(types::SERVICES, "InvalidSpec", message);
+        let invalid = [
+            types::SERVICES,
+            types::DNS_SERVICE,
+            types::COREDNS_OVERRIDE,
+            types::APP_SERVICES,
+        ]
+        .map(|t| DutyStatus {
+            condition_type: t,
+            ..duty.clone()
+        });
+        // Keep the record of App Service settings to restore: an invalid spec changes nothing else.
+        let kept = Observed {
+            app_services: link
+                .status
+                .as_ref()
+                .map(|s| s.app_services.clone())
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        write_status(link, ctx, &invalid, kept).await?;
+        return Ok(Action::await_change());
+    }
+    let services = service_link::reconcile(ctx, link).await?;
+    let (dns, corefile) = {
+        let _cluster_wide = pipeline.cluster_wide.lock().await;
+        let dns = dns_service::reconcile(ctx, link).await?;
+        let corefile = corefile::reconcile(ctx, Some(link)).await?;
+        (dns, corefile)
+    };
+    let app_services = app_service::reconcile(ctx, link, dns.server_ip.as_deref()).await?;
+    let retry = app_services
+        .retry_after
+        .unwrap_or(ctx.config.resync)
+        .min(ctx.config.resync);
+    let duties = [services.duty, dns.duty, corefile, app_services.duty];
+    let observed = Observed {
+        services: services.entries,
+        app_services: app_services.entries,
+        dns_server_ip: dns.server_ip,
+    };
+    write_status(link, ctx, &duties, observed).await?;
+    Ok(Action::requeue(retry))
+}
+
+/// The Cleanup arm: undo everything the link did, then let the finalizer go.
+async fn cleanup(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Error> {
+    let ctx = &pipeline.ctx;
+    info!(link = %link.name_any(), "cleaning up");
+    service_link::cleanup(ctx, link).await?;
+    {
+        let _cluster_wide = pipeline.cluster_wide.lock().await;
+        corefile::reconcile(ctx, None).await?;
+        dns_service::cleanup(ctx, link).await?;
+    }
+    app_service::cleanup(ctx, link).await?;
+    Ok(Action::await_change())
+}
+
+/// Writes the status when it differs from the stored one, and records an Event for each problem
+/// that newly appeared.
+async fn write_status(
+    link: &AppServiceLink,
+    ctx: &Context,
+    duties: &[DutyStatus],
+    observed: Observed,
+) -> Result<(), Error> {
+    let old = link.status.as_ref();
+    let new = status::build(
+        duties,
+        observed,
+        link.meta().generation,
+        old,
+        Timestamp::now(),
+    );
+    if old == Some(&new) {
+        return Ok(());
+    }
+    for (reason, message) in status::new_problems(old, &new) {
+        ctx.event(link, EventType::Warning, &reason, message).await;
+    }
+    let api = Api::<AppServiceLink>::all(ctx.client.clone());
+    let body = json!({
+        "apiVersion": "appservicelink.io/v1alpha1",
+        "kind": "AppServiceLink",
+        "status": new,
+    });
+    api.patch_status(
+        &link.name_any(),
+        &ctx.apply_params(STATUS_FIELD_MANAGER),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| {
+        Error::Status(KubeError::new(
+            format!("writing status of AppServiceLink {}", link.name_any()),
+            e,
+        ))
+    })?;
+    Ok(())
+}
