@@ -1,6 +1,6 @@
 //! State shared by the HTTP handlers and the in-process API.
 
-use crate::{faults::Faults, record::Recorder, store::Store, token::Tokens};
+use crate::{faults::Faults, record::Recorder, store::Store, throttle::Limiter, token::Tokens};
 use std::{
     collections::BTreeMap,
     sync::{Mutex, MutexGuard, PoisonError},
@@ -30,6 +30,8 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub tokens: Mutex<Tokens>,
     pub faults: Mutex<Faults>,
+    /// ARM's token buckets.
+    pub limiter: Mutex<Limiter>,
     pub log: Mutex<Recorder>,
 }
 

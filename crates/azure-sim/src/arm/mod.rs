@@ -1,8 +1,9 @@
-//! The ARM front door: authentication, api-version, injected faults, dispatch and recording.
+//! The ARM front door: authentication, api-version, throttling, injected faults, dispatch and recording.
 //!
 //! Checks run in ARM's order: the bearer token first (401), then the api-version (400), then
-//! throttling and RBAC (where injected faults sit: 429, 403, 500), and only then the resource
-//! provider (404 for missing scopes, 400 for invalid bodies).
+//! throttling (ARM's token buckets, then injected faults: 429, 403, 500), and only then the
+//! resource provider (404 for missing scopes, 400 for invalid bodies). Every request that reached
+//! the buckets carries the `x-ms-ratelimit-remaining-subscription-*` headers, throttled or not.
 
 mod error;
 mod path;
@@ -13,6 +14,7 @@ use crate::{
     ids,
     record::ArmRequest,
     state::{lock, Shared},
+    throttle::{OpKind, Verdict},
 };
 use axum::{
     body::to_bytes,
@@ -133,11 +135,34 @@ async fn process(shared: &Shared, req: &Incoming<'_>) -> (Reply, Option<String>)
         return (reply, Some(client_id));
     }
 
+    let principal = object_id(shared, &client_id);
+    let principal = if principal.is_empty() {
+        client_id.as_str()
+    } else {
+        principal
+    };
+    let verdict = subscription_of(req.path)
+        .map(|sub| lock(&shared.limiter).take(sub, principal, req.method, Instant::now()));
+    if let Some(
+        v @ Verdict {
+            retry_after: Some(secs),
+            ..
+        },
+    ) = verdict
+    {
+        let reply = throttled(shared, req, &client_id, v.op, secs);
+        return (rate_limit_headers(reply, &v), Some(client_id));
+    }
+
     let fault = lock(&shared.faults).take(req.method, req.path);
     let reply = match fault {
-        Some(FaultKind::TooManyRequests { retry_after_secs }) => {
-            throttled(shared, req, &client_id, retry_after_secs)
-        }
+        Some(FaultKind::TooManyRequests { retry_after_secs }) => throttled(
+            shared,
+            req,
+            &client_id,
+            OpKind::of(req.method),
+            retry_after_secs,
+        ),
         Some(FaultKind::ServerError) => Reply::arm(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerError",
@@ -157,7 +182,33 @@ async fn process(shared: &Shared, req: &Incoming<'_>) -> (Reply, Option<String>)
         },
         None => dispatch(shared, req),
     };
+    let reply = match &verdict {
+        Some(v) => rate_limit_headers(reply, v),
+        None => reply,
+    };
     (reply, Some(client_id))
+}
+
+/// The subscription a request is scoped to (`/subscriptions/{id}/...`); ARM throttles these per
+/// subscription. Tenant-level paths (none of which the sim serves) are not throttled.
+fn subscription_of(path: &str) -> Option<&str> {
+    let mut segs = path.strip_prefix('/')?.split('/');
+    let first = segs.next()?;
+    let sub = segs.next()?;
+    (first.eq_ignore_ascii_case("subscriptions") && !sub.is_empty()).then_some(sub)
+}
+
+/// The remaining-requests headers ARM adds for the principal's and the global bucket.
+fn rate_limit_headers(reply: Reply, v: &Verdict) -> Reply {
+    reply
+        .header(
+            HeaderName::from_static(v.op.header()),
+            v.remaining.to_string(),
+        )
+        .header(
+            HeaderName::from_static(v.op.global_header()),
+            v.global_remaining.to_string(),
+        )
 }
 
 fn authenticate(shared: &Shared, authorization: Option<&str>) -> Result<String, Reply> {
@@ -335,16 +386,23 @@ fn json_body<'a>(req: &'a Incoming<'_>) -> Result<&'a Value, Reply> {
     }
 }
 
-fn throttled(shared: &Shared, req: &Incoming<'_>, client_id: &str, retry_after: u64) -> Reply {
-    let kind = if req.method == "GET" { "read" } else { "write" };
-    let subscription = path::parse(req.path).map_or("", |p| p.subscription);
+/// ARM's 429, worded as real ARM words its token-bucket throttling.
+fn throttled(
+    shared: &Shared,
+    req: &Incoming<'_>,
+    client_id: &str,
+    op: OpKind,
+    retry_after: u64,
+) -> Reply {
+    let kind = op.word();
+    let subscription = subscription_of(req.path).unwrap_or_default();
     Reply::arm(
         StatusCode::TOO_MANY_REQUESTS,
         "SubscriptionRequestsThrottled",
         format!(
             "Number of '{kind}' requests for subscription '{subscription}' actor '{}' exceeded. Please try \
              again after '{retry_after}' seconds after additional tokens are available. Refer to \
-             https://aka.ms/arm-throttling",
+             https://aka.ms/arm-throttling for additional information.",
             object_id(shared, client_id)
         ),
     )
