@@ -22,6 +22,7 @@ mod error;
 mod faults;
 mod ids;
 mod record;
+mod second_writer;
 mod server;
 mod state;
 mod store;
@@ -32,6 +33,7 @@ pub use error::SimError;
 pub use faults::{Fault, FaultKind};
 pub use ids::TOKEN_PREFIX;
 pub use record::{ArmRequest, CredentialKind, TokenRequest};
+pub use second_writer::{ReadOp, SecondWriter, SecondWriterEdit, SiteEdit};
 pub use store::SiteId;
 pub use throttle::{Bucket, Throttling};
 pub use token::TOKEN_LIFETIME_SECS;
@@ -187,6 +189,7 @@ impl AzureSim {
             tokens: Default::default(),
             faults: Default::default(),
             limiter: Mutex::new(throttle::Limiter::new(opts.throttling)),
+            second_writers: Default::default(),
             log: Default::default(),
         });
 
@@ -336,6 +339,23 @@ impl AzureSim {
         throttling.validate().map_err(SimError::Options)?;
         lock(&self.shared.limiter).reset(throttling);
         Ok(())
+    }
+
+    /// Arms a second writer: another client that edits the site right after a read of it (by
+    /// default the app-settings list) is answered, so the reader's next write is based on a stale
+    /// read. Its edits are not ARM requests; they are listed by [`Self::second_writer_edits`].
+    pub fn add_second_writer(&self, writer: SecondWriter) {
+        lock(&self.shared.second_writers).add(writer);
+    }
+
+    /// Disarms all second writers that have not used up their firings.
+    pub fn clear_second_writers(&self) {
+        lock(&self.shared.second_writers).clear();
+    }
+
+    /// Every edit second writers made so far, in order.
+    pub fn second_writer_edits(&self) -> Vec<SecondWriterEdit> {
+        lock(&self.shared.log).edits.clone()
     }
 
     /// Every ARM request so far, in arrival order (completion order for concurrent ones).

@@ -54,4 +54,5 @@ pub struct TokenRequest {
 pub(crate) struct Recorder {
     pub arm: Vec<ArmRequest>,
     pub token: Vec<TokenRequest>,
+    pub edits: Vec<crate::SecondWriterEdit>,
 }

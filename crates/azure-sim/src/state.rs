@@ -1,6 +1,9 @@
 //! State shared by the HTTP handlers and the in-process API.
 
-use crate::{faults::Faults, record::Recorder, store::Store, throttle::Limiter, token::Tokens};
+use crate::{
+    faults::Faults, record::Recorder, second_writer::SecondWriters, store::Store,
+    throttle::Limiter, token::Tokens,
+};
 use std::{
     collections::BTreeMap,
     sync::{Mutex, MutexGuard, PoisonError},
@@ -32,6 +35,8 @@ pub(crate) struct Shared {
     pub faults: Mutex<Faults>,
     /// ARM's token buckets.
     pub limiter: Mutex<Limiter>,
+    /// Lock order: `store` before `second_writers` before `log`.
+    pub second_writers: Mutex<SecondWriters>,
     pub log: Mutex<Recorder>,
 }
 

@@ -1,11 +1,12 @@
 //! Where ARM is harsh and the operator must survive it: token-bucket throttling (per subscription,
-//! principal and operation type, plus the global subscription bucket).
+//! principal and operation type, plus the global subscription bucket), and a second writer that
+//! changes a site between a client's read and its write.
 
 mod common;
 
 use azure_sim::{
-    AzureSim, AzureSimOptions, Bucket, Fault, FaultKind, SiteId, Throttling, DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
+    AzureSim, AzureSimOptions, Bucket, Fault, FaultKind, ReadOp, SecondWriter, SiteId, Throttling,
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET,
 };
 use common::*;
 use reqwest::StatusCode;
@@ -323,4 +324,121 @@ async fn invalid_throttling_options_are_refused_at_start() {
         .await;
         assert!(started.is_err(), "{throttling:?}");
     }
+}
+
+#[tokio::test]
+async fn a_second_writer_between_read_and_write_loses_its_change_to_the_stale_put() {
+    let sim = start_with(Throttling::ARM).await;
+    let arm = Arm::new(&sim).await;
+    sim.add_second_writer(SecondWriter::set_app_setting(
+        site(),
+        "TERRAFORM_ADDED",
+        "yes",
+    ));
+
+    // The read is answered from before the edit...
+    let read = arm.list_settings(&site()).await;
+    assert_eq!(read.body["properties"], json!({"A": "1"}));
+    // ...and the edit is in place before the reader can send anything else.
+    assert_eq!(
+        sim.app_settings(&site()).unwrap(),
+        settings(&[("A", "1"), ("TERRAFORM_ADDED", "yes")])
+    );
+    let edits = sim.second_writer_edits();
+    assert_eq!(edits.len(), 1);
+    assert_eq!(edits[0].after, ReadOp::ListAppSettings);
+    assert_eq!(edits[0].reader, DEFAULT_CLIENT_ID);
+    assert_eq!(
+        edits[0].app_settings,
+        settings(&[("A", "1"), ("TERRAFORM_ADDED", "yes")])
+    );
+
+    // A write based on the stale read replaces the whole set: no If-Match, last writer wins.
+    let mut props = read.body["properties"].as_object().unwrap().clone();
+    props.insert("WEBSITE_DNS_SERVER".into(), json!("10.240.0.53"));
+    let put = arm
+        .put_settings(&site(), json!({"properties": props}))
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    assert_eq!(
+        sim.app_settings(&site()).unwrap(),
+        settings(&[("A", "1"), ("WEBSITE_DNS_SERVER", "10.240.0.53")]),
+        "the second writer's change is lost"
+    );
+    let log = sim.requests();
+    assert!(log[0].at < edits[0].at && edits[0].at < log[1].at);
+
+    // Used up: the next read is not followed by an edit.
+    arm.list_settings(&site()).await;
+    assert_eq!(sim.second_writer_edits().len(), 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn second_writers_fire_n_times_for_matching_reads_only() {
+    let sim = start_with(Throttling {
+        reads: Bucket::new(1, 0.01),
+        ..Throttling::ARM
+    })
+    .await;
+    sim.add_site(site().with_slot("staging"), settings(&[]));
+    let operator = Arm::new(&sim).await;
+    let other = Arm::for_client(&sim, OTHER_CLIENT, OTHER_SECRET).await;
+    let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = n.clone();
+    sim.add_second_writer(
+        SecondWriter::new(site(), move |e| {
+            let i = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            e.app_settings.insert("PIPELINE_RUN".into(), i.to_string());
+        })
+        .reader(DEFAULT_CLIENT_ID)
+        .times(2),
+    );
+    sim.add_second_writer(
+        SecondWriter::set_dns_field(site(), "dnsServers", json!(["10.9.9.9"]))
+            .after(ReadOp::GetSite),
+    );
+
+    // Another client's read, a read of the slot, and a failed read do not trigger it.
+    other.list_settings(&site()).await;
+    operator.list_settings(&site().with_slot("staging")).await;
+    operator
+        .list_settings(&SiteId::new(SUB, "rg-web", "missing"))
+        .await;
+    assert!(sim.second_writer_edits().is_empty());
+    for _ in 0..3 {
+        operator.list_settings(&site()).await;
+    }
+    assert_eq!(sim.app_settings(&site()).unwrap()["PIPELINE_RUN"], "2");
+    assert_eq!(sim.second_writer_edits().len(), 2);
+
+    // After a site GET: the answer has no dnsServers, the site has them right after.
+    let got = operator.get_site(&site()).await;
+    assert_eq!(got.body["properties"]["dnsConfiguration"], json!({}));
+    assert_eq!(
+        sim.dns_configuration(&site()).unwrap(),
+        json!({"dnsServers": ["10.9.9.9"]})
+    );
+    let edits = sim.second_writer_edits();
+    assert_eq!(edits.len(), 3);
+    assert_eq!(edits[2].after, ReadOp::GetSite);
+    assert_eq!(
+        edits[2].dns_configuration["dnsServers"],
+        json!(["10.9.9.9"])
+    );
+
+    // A throttled read is not answered, so nothing fires after it.
+    sim.add_second_writer(SecondWriter::remove_app_setting(site(), "A").after(ReadOp::GetSite));
+    let throttled = operator.get_site(&site()).await;
+    assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(sim.app_settings(&site()).unwrap().contains_key("A"));
+    sim.clear_second_writers();
+    sim.set_throttling(Throttling::ARM).unwrap();
+    operator.get_site(&site()).await;
+    assert!(
+        sim.app_settings(&site()).unwrap().contains_key("A"),
+        "cleared"
+    );
+    assert_eq!(sim.second_writer_edits().len(), 3);
+    sim.shutdown().await;
 }

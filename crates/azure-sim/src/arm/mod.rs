@@ -174,13 +174,13 @@ async fn process(shared: &Shared, req: &Incoming<'_>) -> (Reply, Option<String>)
         Some(FaultKind::Forbidden) => forbidden(shared, req, &client_id),
         Some(FaultKind::Delay(d)) => {
             tokio::time::sleep(d).await;
-            dispatch(shared, req)
+            dispatch(shared, req, &client_id)
         }
-        Some(FaultKind::Accepted) => match dispatch(shared, req) {
+        Some(FaultKind::Accepted) => match dispatch(shared, req, &client_id) {
             r if r.status == StatusCode::OK => Reply::empty(StatusCode::ACCEPTED),
             r => r,
         },
-        None => dispatch(shared, req),
+        None => dispatch(shared, req, &client_id),
     };
     let reply = match &verdict {
         Some(v) => rate_limit_headers(reply, v),
@@ -325,7 +325,7 @@ fn check_api_version(api_version: Option<&str>, location: &str) -> Result<(), Re
     })
 }
 
-fn dispatch(shared: &Shared, req: &Incoming<'_>) -> Reply {
+fn dispatch(shared: &Shared, req: &Incoming<'_>, client_id: &str) -> Reply {
     let Some(p) = path::parse(req.path) else {
         return Reply::arm(
             StatusCode::NOT_FOUND,
@@ -338,11 +338,11 @@ fn dispatch(shared: &Shared, req: &Incoming<'_>) -> Reply {
         );
     };
     let result = match (p.target, req.method) {
-        (Target::AppSettingsList, "POST") => sites::list_app_settings(shared, &p),
+        (Target::AppSettingsList, "POST") => sites::list_app_settings(shared, &p, client_id),
         (Target::AppSettings, "PUT") => {
             json_body(req).and_then(|body| sites::replace_app_settings(shared, &p, body))
         }
-        (Target::Site, "GET") => sites::get_site(shared, &p),
+        (Target::Site, "GET") => sites::get_site(shared, &p, client_id),
         (Target::Site, "PATCH") => {
             json_body(req).and_then(|body| sites::patch_site(shared, &p, body))
         }
