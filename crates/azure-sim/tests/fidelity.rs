@@ -196,6 +196,12 @@ async fn an_empty_bucket_answers_429_with_retry_after_until_it_refills() {
 
     let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, [200, 200, 429, 200, 200, 429, 200, 429]);
+    let waits: Vec<Option<u64>> = sim.requests().iter().map(|r| r.retry_after).collect();
+    assert_eq!(
+        waits,
+        [None, None, Some(1), None, None, Some(1), None, Some(4)],
+        "the log keeps each Retry-After"
+    );
     sim.shutdown().await;
 }
 
@@ -290,6 +296,12 @@ async fn scripted_faults_sit_behind_the_buckets() {
     let bucket = arm.list_settings(&site()).await;
     assert_eq!(bucket.status, StatusCode::TOO_MANY_REQUESTS);
     assert_ne!(header(&bucket, "retry-after"), Some("7"));
+    assert_eq!(sim.requests()[0].retry_after, Some(7));
+    assert_eq!(
+        sim.requests()[3].retry_after,
+        Some(100),
+        "one token per 100 s"
+    );
     sim.set_throttling(Throttling::ARM).unwrap();
     let statuses: Vec<u16> = {
         let mut s = Vec::new();

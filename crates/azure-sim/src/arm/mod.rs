@@ -96,6 +96,11 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
     };
 
     tracing::debug!(%method, %path, status = reply.status.as_u16(), "ARM request");
+    let retry_after = reply
+        .headers
+        .iter()
+        .find(|(name, _)| name == header::RETRY_AFTER)
+        .and_then(|(_, v)| v.to_str().ok()?.parse().ok());
     lock(&shared.log).arm.push(ArmRequest {
         at: arrived,
         method,
@@ -104,6 +109,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
         status: reply.status.as_u16(),
         body,
         client_id,
+        retry_after,
     });
     reply.into_response()
 }
