@@ -2,6 +2,7 @@
 //! driven with kubectl as a user would.
 
 mod app_services;
+mod arm_fidelity;
 mod dry_run;
 mod harness;
 mod runtime;

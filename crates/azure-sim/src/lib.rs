@@ -22,16 +22,20 @@ mod error;
 mod faults;
 mod ids;
 mod record;
+mod second_writer;
 mod server;
 mod state;
 mod store;
+mod throttle;
 mod token;
 
 pub use error::SimError;
 pub use faults::{Fault, FaultKind};
 pub use ids::TOKEN_PREFIX;
 pub use record::{ArmRequest, CredentialKind, TokenRequest};
+pub use second_writer::{ReadOp, SecondWriter, SecondWriterEdit, SiteEdit};
 pub use store::SiteId;
+pub use throttle::{Bucket, Throttling};
 pub use token::TOKEN_LIFETIME_SECS;
 
 use axum::{routing::any, Router};
@@ -69,6 +73,9 @@ pub struct AzureSimOptions {
     pub clients: Vec<(String, String)>,
     /// Location reported on resources. Default `West Europe`.
     pub location: String,
+    /// ARM's token-bucket throttling. The default is ARM's own limits ([`Throttling::ARM`]);
+    /// there is no switch to turn it off, so no test is kinder than ARM.
+    pub throttling: Throttling,
 }
 
 impl Default for AzureSimOptions {
@@ -83,6 +90,7 @@ impl Default for AzureSimOptions {
                 DEFAULT_CLIENT_SECRET.to_owned(),
             )],
             location: "West Europe".to_owned(),
+            throttling: Throttling::ARM,
         }
     }
 }
@@ -132,6 +140,7 @@ impl AzureSim {
                 opts.tenant_id
             )));
         }
+        opts.throttling.validate().map_err(SimError::Options)?;
         let loopback_or_any = opts.bind.is_loopback() || opts.bind.is_unspecified();
         // Names clients may use for the sim; all are in the certificate, and ARM accepts tokens
         // whose audience is its endpoint under any of them (as real ARM accepts both
@@ -179,6 +188,8 @@ impl AzureSim {
             store: Default::default(),
             tokens: Default::default(),
             faults: Default::default(),
+            limiter: Mutex::new(throttle::Limiter::new(opts.throttling)),
+            second_writers: Default::default(),
             log: Default::default(),
         });
 
@@ -316,6 +327,35 @@ impl AzureSim {
     /// Disarms all faults that have not fired yet.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// The throttling limits in force.
+    pub fn throttling(&self) -> Throttling {
+        lock(&self.shared.limiter).config()
+    }
+
+    /// Replaces the throttling limits; every bucket starts full again.
+    pub fn set_throttling(&self, throttling: Throttling) -> Result<(), SimError> {
+        throttling.validate().map_err(SimError::Options)?;
+        lock(&self.shared.limiter).reset(throttling);
+        Ok(())
+    }
+
+    /// Arms a second writer: another client that edits the site right after a read of it (by
+    /// default the app-settings list) is answered, so the reader's next write is based on a stale
+    /// read. Its edits are not ARM requests; they are listed by [`Self::second_writer_edits`].
+    pub fn add_second_writer(&self, writer: SecondWriter) {
+        lock(&self.shared.second_writers).add(writer);
+    }
+
+    /// Disarms all second writers that have not used up their firings.
+    pub fn clear_second_writers(&self) {
+        lock(&self.shared.second_writers).clear();
+    }
+
+    /// Every edit second writers made so far, in order.
+    pub fn second_writer_edits(&self) -> Vec<SecondWriterEdit> {
+        lock(&self.shared.log).edits.clone()
     }
 
     /// Every ARM request so far, in arrival order (completion order for concurrent ones).

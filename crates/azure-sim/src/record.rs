@@ -16,6 +16,8 @@ pub struct ArmRequest {
     pub body: Option<Value>,
     /// The client the bearer token was issued to, when the token was valid.
     pub client_id: Option<String>,
+    /// The `Retry-After` (seconds) the answer carried: on every 429, from a bucket or a fault.
+    pub retry_after: Option<u64>,
     /// When the request arrived, so tests can check a client waited as `Retry-After` asked.
     #[serde(skip)]
     pub at: std::time::Instant,
@@ -54,4 +56,5 @@ pub struct TokenRequest {
 pub(crate) struct Recorder {
     pub arm: Vec<ArmRequest>,
     pub token: Vec<TokenRequest>,
+    pub edits: Vec<crate::SecondWriterEdit>,
 }

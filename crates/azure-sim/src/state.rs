@@ -1,6 +1,9 @@
 //! State shared by the HTTP handlers and the in-process API.
 
-use crate::{faults::Faults, record::Recorder, store::Store, token::Tokens};
+use crate::{
+    faults::Faults, record::Recorder, second_writer::SecondWriters, store::Store,
+    throttle::Limiter, token::Tokens,
+};
 use std::{
     collections::BTreeMap,
     sync::{Mutex, MutexGuard, PoisonError},
@@ -30,6 +33,10 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub tokens: Mutex<Tokens>,
     pub faults: Mutex<Faults>,
+    /// ARM's token buckets.
+    pub limiter: Mutex<Limiter>,
+    /// Lock order: `store` before `second_writers` before `log`.
+    pub second_writers: Mutex<SecondWriters>,
     pub log: Mutex<Recorder>,
 }
 

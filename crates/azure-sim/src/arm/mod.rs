@@ -1,8 +1,9 @@
-//! The ARM front door: authentication, api-version, injected faults, dispatch and recording.
+//! The ARM front door: authentication, api-version, throttling, injected faults, dispatch and recording.
 //!
 //! Checks run in ARM's order: the bearer token first (401), then the api-version (400), then
-//! throttling and RBAC (where injected faults sit: 429, 403, 500), and only then the resource
-//! provider (404 for missing scopes, 400 for invalid bodies).
+//! throttling (ARM's token buckets, then injected faults: 429, 403, 500), and only then the
+//! resource provider (404 for missing scopes, 400 for invalid bodies). Every request that reached
+//! the buckets carries the `x-ms-ratelimit-remaining-subscription-*` headers, throttled or not.
 
 mod error;
 mod path;
@@ -13,6 +14,7 @@ use crate::{
     ids,
     record::ArmRequest,
     state::{lock, Shared},
+    throttle::{OpKind, Verdict},
 };
 use axum::{
     body::to_bytes,
@@ -94,6 +96,11 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
     };
 
     tracing::debug!(%method, %path, status = reply.status.as_u16(), "ARM request");
+    let retry_after = reply
+        .headers
+        .iter()
+        .find(|(name, _)| name == header::RETRY_AFTER)
+        .and_then(|(_, v)| v.to_str().ok()?.parse().ok());
     lock(&shared.log).arm.push(ArmRequest {
         at: arrived,
         method,
@@ -102,6 +109,7 @@ pub(crate) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
         status: reply.status.as_u16(),
         body,
         client_id,
+        retry_after,
     });
     reply.into_response()
 }
@@ -133,11 +141,34 @@ async fn process(shared: &Shared, req: &Incoming<'_>) -> (Reply, Option<String>)
         return (reply, Some(client_id));
     }
 
+    let principal = object_id(shared, &client_id);
+    let principal = if principal.is_empty() {
+        client_id.as_str()
+    } else {
+        principal
+    };
+    let verdict = subscription_of(req.path)
+        .map(|sub| lock(&shared.limiter).take(sub, principal, req.method, Instant::now()));
+    if let Some(
+        v @ Verdict {
+            retry_after: Some(secs),
+            ..
+        },
+    ) = verdict
+    {
+        let reply = throttled(shared, req, &client_id, v.op, secs);
+        return (rate_limit_headers(reply, &v), Some(client_id));
+    }
+
     let fault = lock(&shared.faults).take(req.method, req.path);
     let reply = match fault {
-        Some(FaultKind::TooManyRequests { retry_after_secs }) => {
-            throttled(shared, req, &client_id, retry_after_secs)
-        }
+        Some(FaultKind::TooManyRequests { retry_after_secs }) => throttled(
+            shared,
+            req,
+            &client_id,
+            OpKind::of(req.method),
+            retry_after_secs,
+        ),
         Some(FaultKind::ServerError) => Reply::arm(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalServerError",
@@ -149,15 +180,41 @@ async fn process(shared: &Shared, req: &Incoming<'_>) -> (Reply, Option<String>)
         Some(FaultKind::Forbidden) => forbidden(shared, req, &client_id),
         Some(FaultKind::Delay(d)) => {
             tokio::time::sleep(d).await;
-            dispatch(shared, req)
+            dispatch(shared, req, &client_id)
         }
-        Some(FaultKind::Accepted) => match dispatch(shared, req) {
+        Some(FaultKind::Accepted) => match dispatch(shared, req, &client_id) {
             r if r.status == StatusCode::OK => Reply::empty(StatusCode::ACCEPTED),
             r => r,
         },
-        None => dispatch(shared, req),
+        None => dispatch(shared, req, &client_id),
+    };
+    let reply = match &verdict {
+        Some(v) => rate_limit_headers(reply, v),
+        None => reply,
     };
     (reply, Some(client_id))
+}
+
+/// The subscription a request is scoped to (`/subscriptions/{id}/...`); ARM throttles these per
+/// subscription. Tenant-level paths (none of which the sim serves) are not throttled.
+fn subscription_of(path: &str) -> Option<&str> {
+    let mut segs = path.strip_prefix('/')?.split('/');
+    let first = segs.next()?;
+    let sub = segs.next()?;
+    (first.eq_ignore_ascii_case("subscriptions") && !sub.is_empty()).then_some(sub)
+}
+
+/// The remaining-requests headers ARM adds for the principal's and the global bucket.
+fn rate_limit_headers(reply: Reply, v: &Verdict) -> Reply {
+    reply
+        .header(
+            HeaderName::from_static(v.op.header()),
+            v.remaining.to_string(),
+        )
+        .header(
+            HeaderName::from_static(v.op.global_header()),
+            v.global_remaining.to_string(),
+        )
 }
 
 fn authenticate(shared: &Shared, authorization: Option<&str>) -> Result<String, Reply> {
@@ -274,7 +331,7 @@ fn check_api_version(api_version: Option<&str>, location: &str) -> Result<(), Re
     })
 }
 
-fn dispatch(shared: &Shared, req: &Incoming<'_>) -> Reply {
+fn dispatch(shared: &Shared, req: &Incoming<'_>, client_id: &str) -> Reply {
     let Some(p) = path::parse(req.path) else {
         return Reply::arm(
             StatusCode::NOT_FOUND,
@@ -287,11 +344,11 @@ fn dispatch(shared: &Shared, req: &Incoming<'_>) -> Reply {
         );
     };
     let result = match (p.target, req.method) {
-        (Target::AppSettingsList, "POST") => sites::list_app_settings(shared, &p),
+        (Target::AppSettingsList, "POST") => sites::list_app_settings(shared, &p, client_id),
         (Target::AppSettings, "PUT") => {
             json_body(req).and_then(|body| sites::replace_app_settings(shared, &p, body))
         }
-        (Target::Site, "GET") => sites::get_site(shared, &p),
+        (Target::Site, "GET") => sites::get_site(shared, &p, client_id),
         (Target::Site, "PATCH") => {
             json_body(req).and_then(|body| sites::patch_site(shared, &p, body))
         }
@@ -335,16 +392,23 @@ fn json_body<'a>(req: &'a Incoming<'_>) -> Result<&'a Value, Reply> {
     }
 }
 
-fn throttled(shared: &Shared, req: &Incoming<'_>, client_id: &str, retry_after: u64) -> Reply {
-    let kind = if req.method == "GET" { "read" } else { "write" };
-    let subscription = path::parse(req.path).map_or("", |p| p.subscription);
+/// ARM's 429, worded as real ARM words its token-bucket throttling.
+fn throttled(
+    shared: &Shared,
+    req: &Incoming<'_>,
+    client_id: &str,
+    op: OpKind,
+    retry_after: u64,
+) -> Reply {
+    let kind = op.word();
+    let subscription = subscription_of(req.path).unwrap_or_default();
     Reply::arm(
         StatusCode::TOO_MANY_REQUESTS,
         "SubscriptionRequestsThrottled",
         format!(
             "Number of '{kind}' requests for subscription '{subscription}' actor '{}' exceeded. Please try \
              again after '{retry_after}' seconds after additional tokens are available. Refer to \
-             https://aka.ms/arm-throttling",
+             https://aka.ms/arm-throttling for additional information.",
             object_id(shared, client_id)
         ),
     )

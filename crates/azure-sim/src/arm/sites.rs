@@ -2,6 +2,7 @@
 
 use super::{error::Reply, path::ArmPath};
 use crate::{
+    second_writer::{ReadOp, SecondWriterEdit, SiteEdit},
     state::{lock, Shared},
     store::{Missing, SiteRecord},
 };
@@ -9,11 +10,17 @@ use axum::http::StatusCode;
 use serde_json::{json, Map, Value};
 use std::{collections::BTreeMap, net::IpAddr};
 
-/// `POST .../config/appsettings/list`
-pub(crate) fn list_app_settings(shared: &Shared, p: &ArmPath<'_>) -> Result<Value, Reply> {
+/// `POST .../config/appsettings/list`. `reader` is the caller's client id.
+pub(crate) fn list_app_settings(
+    shared: &Shared,
+    p: &ArmPath<'_>,
+    reader: &str,
+) -> Result<Value, Reply> {
     let mut store = lock(&shared.store);
     let rec = resolve(&mut store, p)?;
-    Ok(app_settings_resource(&shared.location, rec))
+    let answer = app_settings_resource(&shared.location, rec);
+    second_writer(shared, rec, ReadOp::ListAppSettings, reader);
+    Ok(answer)
 }
 
 /// `PUT .../config/appsettings`: replaces the whole set. There is no ETag and no merge, which is
@@ -30,11 +37,38 @@ pub(crate) fn replace_app_settings(
     Ok(app_settings_resource(&shared.location, rec))
 }
 
-/// `GET .../sites/{name}[/slots/{slot}]`
-pub(crate) fn get_site(shared: &Shared, p: &ArmPath<'_>) -> Result<Value, Reply> {
+/// `GET .../sites/{name}[/slots/{slot}]`. `reader` is the caller's client id.
+pub(crate) fn get_site(shared: &Shared, p: &ArmPath<'_>, reader: &str) -> Result<Value, Reply> {
     let mut store = lock(&shared.store);
     let rec = resolve(&mut store, p)?;
-    Ok(site_resource(&shared.location, rec))
+    let answer = site_resource(&shared.location, rec);
+    second_writer(shared, rec, ReadOp::GetSite, reader);
+    Ok(answer)
+}
+
+/// Lets an armed second writer edit the site right after a read of it was answered, still under
+/// the store lock, so the reader's next request finds the edit in place.
+fn second_writer(shared: &Shared, rec: &mut SiteRecord, read: ReadOp, reader: &str) {
+    let fired = lock(&shared.second_writers).fire(
+        &rec.id,
+        read,
+        reader,
+        &mut SiteEdit {
+            app_settings: &mut rec.app_settings,
+            dns_configuration: &mut rec.dns,
+        },
+    );
+    if fired {
+        tracing::debug!(site = %rec.id, ?read, "second writer edited the site");
+        lock(&shared.log).edits.push(SecondWriterEdit {
+            at: std::time::Instant::now(),
+            site: rec.id.clone(),
+            after: read,
+            reader: reader.to_owned(),
+            app_settings: rec.app_settings.clone(),
+            dns_configuration: rec.dns.clone(),
+        });
+    }
 }
 
 /// `PATCH .../sites/{name}[/slots/{slot}]`: merges `properties.dnsConfiguration`. Other properties

@@ -86,14 +86,19 @@ pub struct Arm {
 
 impl Arm {
     pub async fn new(sim: &AzureSim) -> Arm {
+        Self::for_client(sim, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET).await
+    }
+
+    /// A caller authenticated as another registered client (another service principal).
+    pub async fn for_client(sim: &AzureSim, client_id: &str, secret: &str) -> Arm {
         let http = http_client(sim);
         let scope = format!("{}/.default", sim.arm_endpoint());
         let rsp = post_token(
             &http,
             &sim.token_endpoint(),
             form(&[
-                ("client_id", DEFAULT_CLIENT_ID),
-                ("client_secret", DEFAULT_CLIENT_SECRET),
+                ("client_id", client_id),
+                ("client_secret", secret),
                 ("grant_type", "client_credentials"),
                 ("scope", &scope),
             ]),
