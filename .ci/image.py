@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CARGO_COMMAND = "cargo build --release --locked --bin appservicelink"
+CARGO_COMMAND = "cargo build --release --locked --no-default-features --bin appservicelink"
 
 
 def fail(message: str) -> None:
