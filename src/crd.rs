@@ -277,7 +277,8 @@ pub struct LinkedServiceStatus {
     /// Name of the Service.
     pub name: String,
     /// `Linked` (an internal load balancer), `Pending` (waiting for its IP), `Skipped` (refused,
-    /// see message) or `Conflict` (another link or field manager holds it, see message).
+    /// see message), `Conflict` (another link or field manager holds it, see message) or `Failed`
+    /// (the apiserver refused the write, see message).
     pub state: LinkedServiceState,
     /// Internal IP of the Service's load balancer.
     #[serde(
@@ -312,6 +313,9 @@ pub enum LinkedServiceState {
     Skipped,
     /// Another link or another field manager holds the Service.
     Conflict,
+    /// The apiserver refused the conversion or the restore (an admission policy, a quota, a full
+    /// NodePort range); the message says what it answered. Retried with backoff.
+    Failed,
 }
 
 /// The CRD, as `crds/` holds it and the operator's tests install it.

@@ -34,6 +34,28 @@ impl KubeError {
     }
 }
 
+impl KubeError {
+    /// True when retrying alone will not help: the apiserver refused the request itself (RBAC, an
+    /// admission policy such as Azure Policy, Gatekeeper or Kyverno, a validation rule, a size or
+    /// quota limit), as opposed to a conflict, an outage or a timeout.
+    pub fn needs_human(&self) -> bool {
+        matches!(self.source.as_ref(), kube::Error::Api(s) if matches!(s.code, 400 | 403 | 413 | 422))
+    }
+
+    /// What to do about it, for a condition message.
+    pub fn advice(&self) -> &'static str {
+        match self.source.as_ref() {
+            kube::Error::Api(s) if s.code == 403 => {
+                "the apiserver forbade it: an admission policy (Azure Policy, Gatekeeper, Kyverno, a ValidatingAdmissionPolicy) refused the object, or the operator's RBAC lacks the permission; fix that, the operator retries with backoff"
+            }
+            _ if self.needs_human() => {
+                "the apiserver refused the object; fix what its message names, the operator retries with backoff"
+            }
+            _ => "retrying with backoff",
+        }
+    }
+}
+
 /// True for a 404 from the apiserver.
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(status) if status.code == 404)

@@ -69,6 +69,46 @@ impl Error {
         }
     }
 
+    /// The condition of the duty that failed, with what the apiserver answered and what to do.
+    pub fn duty_status(&self) -> DutyStatus {
+        let (condition, reason) = self.condition();
+        let message = format!("{self}; {}", self.advice());
+        if self.needs_human() {
+            DutyStatus::blocked(condition, reason, message)
+        } else {
+            DutyStatus::waiting(condition, reason, message)
+        }
+    }
+
+    fn kube(&self) -> Option<&KubeError> {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match self {
+            Self::ServiceLink(
+                service_link::Error::Convert(e) | service_link::Error::Restore(e),
+            )
+            | Self::DnsService(dns_service::Error::Apply(e) | dns_service::Error::Delete(e))
+            | Self::Corefile(corefile::Error::Override(e) | corefile::Error::Restart(e))
+            | Self::Status(e) => Some(e),
+            Self::AppService(_) => None,
+            Self::Finalizer(err) => match err.as_ref() {
+                Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.kube(),
+                _ => None,
+            },
+        }
+    }
+
+    fn needs_human(&self) -> bool {
+        match self {
+            Self::AppService(e) => e.needs_human(),
+            _ => self.kube().is_some_and(KubeError::needs_human),
+        }
+    }
+
+    fn advice(&self) -> &'static str {
+        self.kube()
+            .map_or("retrying with backoff", KubeError::advice)
+    }
+
     /// The status condition the failure belongs to, and the reason it gives.
     pub fn condition(&self) -> (&'static str, &'static str) {
         use kube::runtime::finalizer::Error as Finalizer;
@@ -178,13 +218,7 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
             .collect::<Vec<_>>()
             .join("; ");
         let duty = DutyStatus::blocked(types::SERVICES, "InvalidSpec", message);
-        let invalid = [
-            types::SERVICES,
-            types::DNS_SERVICE,
-            types::COREDNS_OVERRIDE,
-            types::APP_SERVICES,
-        ]
-        .map(|t| DutyStatus {
+        let invalid = DUTIES.map(|t| DutyStatus {
             condition_type: t,
             ..duty.clone()
         });
@@ -200,14 +234,34 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
         write_status(link, ctx, &invalid, kept).await?;
         return Ok(Action::await_change());
     }
-    let services = service_link::reconcile(ctx, link).await?;
+    // The duties do not stop one another: each failure is its own condition, and the App Service
+    // duty runs whenever the DNS Service's IP is known.
+    let mut failures: Vec<Error> = Vec::new();
+    let services = service_link::reconcile(ctx, link).await;
+    failures.extend(services.failures.into_iter().map(Error::from));
     let (dns, corefile) = {
         let _cluster_wide = pipeline.cluster_wide.lock().await;
-        let dns = dns_service::reconcile(ctx, link).await?;
-        let corefile = corefile::reconcile(ctx, Some(link)).await?;
-        (dns, corefile)
+        (
+            dns_service::reconcile(ctx, link).await,
+            corefile::reconcile(ctx, Some(link)).await,
+        )
     };
-    let app_services = app_service::reconcile(ctx, link, dns.server_ip.as_deref()).await?;
+    let dns = dns.unwrap_or_else(|err| {
+        let err = Error::from(err);
+        let outcome = dns_service::DnsOutcome {
+            duty: err.duty_status(),
+            server_ip: dns_service::observed_ip(ctx, link),
+        };
+        failures.push(err);
+        outcome
+    });
+    let corefile = corefile.unwrap_or_else(|err| {
+        let err = Error::from(err);
+        let duty = err.duty_status();
+        failures.push(err);
+        duty
+    });
+    let app_services = app_service::reconcile(ctx, link, dns.server_ip.as_deref()).await;
     let retry = app_services
         .retry_after
         .unwrap_or(ctx.config.resync)
@@ -219,22 +273,72 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
         dns_server_ip: dns.server_ip,
     };
     write_status(link, ctx, &duties, observed).await?;
-    Ok(Action::requeue(retry))
+    // A failed duty is retried with backoff, its condition already written.
+    match failures.into_iter().next() {
+        Some(err) => Err(err),
+        None => Ok(Action::requeue(retry)),
+    }
 }
 
-/// The Cleanup arm: undo everything the link did, then let the finalizer go.
+/// The Cleanup arm: undo everything the link did, App Services first. Until they are restored (an
+/// ARM outage, a missing role) nothing else is removed, so an App Service is never left pointing at
+/// a DNS Service the operator deleted; with `deletionPolicy: Retain` the DNS Service is kept for them.
 async fn cleanup(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Error> {
+    let result = undo(link, pipeline).await;
+    if let Err(err) = &result {
+        report_cleanup_failure(link, &pipeline.ctx, err).await;
+    }
+    result
+}
+
+async fn undo(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Error> {
     let ctx = &pipeline.ctx;
     info!(link = %link.name_any(), "cleaning up");
-    service_link::cleanup(ctx, link).await?;
+    app_service::cleanup(ctx, link).await?;
+    let services = service_link::cleanup(ctx, link).await;
     {
         let _cluster_wide = pipeline.cluster_wide.lock().await;
         corefile::reconcile(ctx, None).await?;
         dns_service::cleanup(ctx, link).await?;
     }
-    app_service::cleanup(ctx, link).await?;
+    services?;
     Ok(Action::await_change())
 }
+
+/// A link being deleted whose cleanup failed says why in the failing duty's condition; the other
+/// conditions and the records in its status stay as they were.
+async fn report_cleanup_failure(link: &AppServiceLink, ctx: &Context, err: &Error) {
+    let existing = link.status.clone().unwrap_or_default();
+    let mut failed = err.duty_status();
+    failed.message = format!("deleting the link: {}", failed.message);
+    let duties: Vec<DutyStatus> = DUTIES
+        .iter()
+        .map(
+            |&t| match existing.conditions.iter().find(|c| c.type_ == t) {
+                _ if t == failed.condition_type => failed.clone(),
+                Some(c) if c.status == "True" => DutyStatus::ready(t, &c.reason, c.message.clone()),
+                Some(c) => DutyStatus::waiting(t, &c.reason, c.message.clone()),
+                None => DutyStatus::waiting(t, "Deleting", "the link is being deleted"),
+            },
+        )
+        .collect();
+    let observed = Observed {
+        services: existing.services,
+        app_services: existing.app_services,
+        dns_server_ip: existing.dns_server_ip,
+    };
+    if let Err(status_err) = write_status(link, ctx, &duties, observed).await {
+        warn!(link = %link.name_any(), error = %status_err, "could not report the failed cleanup in status");
+    }
+}
+
+/// The conditions of the four duties, in status order.
+const DUTIES: [&str; 4] = [
+    types::SERVICES,
+    types::DNS_SERVICE,
+    types::COREDNS_OVERRIDE,
+    types::APP_SERVICES,
+];
 
 /// Writes the status when it differs from the stored one, and records an Event for each problem
 /// that newly appeared.

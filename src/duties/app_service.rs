@@ -54,6 +54,15 @@ impl Error {
             Self::Restore { .. } => "RestoreFailed",
         }
     }
+
+    /// True when retrying alone will not help (no Azure access, a missing role, a missing site),
+    /// as opposed to throttling or an outage.
+    pub fn needs_human(&self) -> bool {
+        match self {
+            Self::NoAzureAccess(_) => true,
+            Self::Restore { source, .. } => !transient(source),
+        }
+    }
 }
 
 /// App setting holding the DNS server(s), comma-separated.
@@ -281,7 +290,7 @@ pub async fn reconcile(
     ctx: &Context,
     link: &AppServiceLink,
     dns_server_ip: Option<&str>,
-) -> Result<AppServicesOutcome, Error> {
+) -> AppServicesOutcome {
     let spec = &link.spec.app_services;
     let old: Vec<AppServiceStatus> = link
         .status
@@ -294,11 +303,11 @@ pub async fn reconcile(
             "NoTargets",
             "spec.appServices.targets lists no App Service",
         );
-        return Ok(AppServicesOutcome {
+        return AppServicesOutcome {
             duty,
             entries: Vec::new(),
             retry_after: None,
-        });
+        };
     }
     let arm = match &ctx.arm {
         Ok(arm) => arm,
@@ -308,11 +317,11 @@ pub async fn reconcile(
                 "AzureNotConfigured",
                 format!("Azure access is not configured: {reason}"),
             );
-            return Ok(AppServicesOutcome {
+            return AppServicesOutcome {
                 duty,
                 entries: old,
                 retry_after: None,
-            });
+            };
         }
     };
     let mut entries: Vec<AppServiceStatus> = Vec::new();
@@ -386,11 +395,11 @@ pub async fn reconcile(
         }
     }
     let duty = summarize(&entries, &problems, dns_server_ip.is_none());
-    Ok(AppServicesOutcome {
+    AppServicesOutcome {
         duty,
         entries,
         retry_after,
-    })
+    }
 }
 
 /// The link that keeps the App Service `id` when several name it, if that is not `link`: one that
@@ -596,6 +605,13 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     Ok(())
 }
 
+/// ARM failures that pass by themselves: throttling, an outage, a server error.
+const TRANSIENT_REASONS: [&str; 3] = ["Throttled", "Unreachable", "ArmError"];
+
+fn transient(err: &ArmError) -> bool {
+    TRANSIENT_REASONS.contains(&err.reason())
+}
+
 fn summarize(
     entries: &[AppServiceStatus],
     problems: &[(String, String)],
@@ -609,7 +625,7 @@ fn summarize(
     if let Some((reason, message)) = problems.first() {
         // Throttling and outages pass; a missing role or site needs a human.
         let message = format!("{summary}; {message}");
-        return if matches!(reason.as_str(), "Throttled" | "Unreachable" | "ArmError") {
+        return if TRANSIENT_REASONS.contains(&reason.as_str()) {
             DutyStatus::waiting(types::APP_SERVICES, reason, message)
         } else {
             DutyStatus::blocked(types::APP_SERVICES, reason, message)

@@ -12,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::context::Context;
-use crate::crd::AppServiceLink;
+use crate::crd::{AppServiceLink, DeletionPolicy};
 use crate::duties::load_balancer::{
     is_ours, load_balancer_ip, ANNOTATION_INTERNAL, ANNOTATION_IPV4, ANNOTATION_SUBNET, MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -224,8 +224,18 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     let name = &mine.name;
     let claims = claims(ctx);
     let observed = ctx.services.get(&ObjectRef::new(name).within(NAMESPACE));
-    let decider = deciding_claim(&claims, name, observed.as_deref())
-        .expect("a valid live link always claims its own DNS Service");
+    // The link is not among the valid live links any more: it was edited or deleted after this
+    // reconcile started. Its next reconcile sees the new state.
+    let Some(decider) = deciding_claim(&claims, name, observed.as_deref()) else {
+        return Ok(DnsOutcome {
+            duty: DutyStatus::waiting(
+                types::DNS_SERVICE,
+                "LinkChanged",
+                "the link changed or is being deleted; the next reconcile decides",
+            ),
+            server_ip: None,
+        });
+    };
     if decider.settings != mine {
         let message = format!(
             "AppServiceLink {} already configures Service {NAMESPACE}/{name} with {}; use the same settings or another spec.dns.service.name",
@@ -276,7 +286,10 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             applied
         }
     };
-    collect_orphans(ctx, link).await?;
+    if is_retained(&current) {
+        adopt(ctx, link, name).await?;
+    }
+    collect_orphans(ctx, link, None).await?;
     Ok(match dns_server_ip(&current, &mine) {
         Some(ip) => DnsOutcome {
             duty: DutyStatus::ready(
@@ -297,32 +310,100 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     })
 }
 
-/// Deletes our DNS Services that no live link names any more (after a rename, or a deletion).
-async fn collect_orphans(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
-    let named: Vec<String> = ctx
-        .live_links()
-        .iter()
-        .map(|l| l.spec.dns.service.name.clone())
-        .collect();
-    let orphans: Vec<String> = ctx
+/// The DNS server IP the link's DNS Service offers now, from the cache: what its App Services
+/// can use even when this reconcile could not write the DNS Service.
+pub fn observed_ip(ctx: &Context, link: &AppServiceLink) -> Option<String> {
+    let mine = settings(link);
+    let svc = ctx
         .services
-        .state()
+        .get(&ObjectRef::new(&mine.name).within(NAMESPACE))
+        .filter(|s| is_ours(s))?;
+    dns_server_ip(&svc, &mine)
+}
+
+/// Marks a DNS Service kept for App Services a deleted link left pointing at it
+/// (`deletionPolicy: Retain`): the operator never deletes it.
+pub const ANNOTATION_RETAINED: &str = "appservicelink.io/retained-for";
+/// Field manager for the retained mark.
+const RETAIN_FIELD_MANAGER: &str = "appservicelink-dns-retain";
+
+fn is_retained(svc: &Service) -> bool {
+    svc.annotations().contains_key(ANNOTATION_RETAINED)
+}
+
+/// A link names a retained DNS Service again: it is managed, and deleted when unused, as before.
+async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), Error> {
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_RETAINED: null}}});
+    api(ctx)
+        .patch(
+            name,
+            &ctx.update_params(RETAIN_FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| {
+            Error::Apply(KubeError::new(
+                format!("adopting retained DNS Service {NAMESPACE}/{name}"),
+                e,
+            ))
+        })?;
+    ctx.event(
+        link,
+        EventType::Normal,
+        "DnsServiceAdopted",
+        format!("DNS Service {NAMESPACE}/{name} was retained by a deleted link; managed again"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Which of our DNS Services may go: those no link names (live, or being deleted), that are not
+/// retained, and whose IP no App Service of any link is still set to, by what each link last read
+/// from Azure. `released` is a link being deleted whose App Services were just restored: its
+/// status no longer says what they use.
+pub fn deletable<'a>(
+    ours: impl IntoIterator<Item = &'a Service>,
+    links: &[std::sync::Arc<AppServiceLink>],
+    released: Option<&str>,
+) -> Vec<String> {
+    let counted = |l: &&std::sync::Arc<AppServiceLink>| Some(l.name_any().as_str()) != released;
+    let named: Vec<&str> = links
         .iter()
-        .filter(|s| {
-            s.namespace().as_deref() == Some(NAMESPACE)
-                && is_ours(s)
-                && !named.contains(&s.name_any())
-        })
-        .map(|s| s.name_any())
+        .filter(counted)
+        .map(|l| l.spec.dns.service.name.as_str())
         .collect();
-    for name in orphans {
+    let in_use: Vec<&str> = links
+        .iter()
+        .filter(counted)
+        .filter_map(|l| l.status.as_ref())
+        .flat_map(|s| &s.app_services)
+        .filter_map(|e| e.dns_server.as_deref())
+        .flat_map(|servers| servers.split(','))
+        .collect();
+    ours.into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(NAMESPACE) && is_ours(s))
+        .filter(|s| !is_retained(s) && !named.contains(&s.name_any().as_str()))
+        .filter(|s| load_balancer_ip(s).is_none_or(|ip| !in_use.contains(&ip.as_str())))
+        .map(|s| s.name_any())
+        .collect()
+}
+
+/// Deletes our DNS Services that nothing uses any more (after a rename, or a deletion).
+async fn collect_orphans(
+    ctx: &Context,
+    link: &AppServiceLink,
+    released: Option<&str>,
+) -> Result<(), Error> {
+    let links: Vec<_> = ctx.links.state();
+    let services = ctx.services.state();
+    for name in deletable(services.iter().map(|s| &**s), &links, released) {
         match api(ctx).delete(&name, &ctx.delete_params()).await {
             Ok(_) => {
                 ctx.event(
                     link,
                     EventType::Normal,
                     "DnsServiceDeleted",
-                    format!("DNS Service {NAMESPACE}/{name} deleted: no link uses it"),
+                    format!("DNS Service {NAMESPACE}/{name} deleted: no link and no App Service uses it"),
                 )
                 .await
             }
@@ -338,9 +419,45 @@ async fn collect_orphans(ctx: &Context, link: &AppServiceLink) -> Result<(), Err
     Ok(())
 }
 
-/// Deletes the link's DNS Service if no other live link uses it.
+/// The link is being deleted and its App Services were restored (or are retained): deletes its DNS
+/// Service if nothing else uses it, or, with `deletionPolicy: Retain`, marks it retained so that it
+/// stays for the App Services that still point at it.
 pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
-    collect_orphans(ctx, link).await
+    let name = link.spec.dns.service.name.as_str();
+    let retaining = link.spec.app_services.deletion_policy == DeletionPolicy::Retain
+        && link
+            .status
+            .as_ref()
+            .is_some_and(|s| s.app_services.iter().any(|e| e.dns_server.is_some()));
+    let ours = ctx
+        .services
+        .get(&ObjectRef::new(name).within(NAMESPACE))
+        .filter(|s| is_ours(s));
+    if let Some(svc) = ours.filter(|s| retaining && !is_retained(s)) {
+        let patch = json!({"metadata": {"annotations": {ANNOTATION_RETAINED: link.name_any()}}});
+        api(ctx)
+            .patch(
+                &svc.name_any(),
+                &ctx.update_params(RETAIN_FIELD_MANAGER),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(|e| {
+                Error::Delete(KubeError::new(
+                    format!("marking DNS Service {NAMESPACE}/{name} retained"),
+                    e,
+                ))
+            })?;
+        ctx.event(
+            link,
+            EventType::Normal,
+            "DnsServiceRetained",
+            format!("DNS Service {NAMESPACE}/{name} kept: deletionPolicy Retain leaves App Services pointing at it; delete it yourself once they no longer use it"),
+        )
+        .await;
+        return Ok(());
+    }
+    collect_orphans(ctx, link, Some(&link.name_any())).await
 }
 
 fn describe(settings: &DnsServiceSettings) -> String {

@@ -49,6 +49,13 @@ impl Error {
         }
     }
 
+    /// What to do about it.
+    pub fn advice(&self) -> &'static str {
+        match self {
+            Self::Convert(e) | Self::Restore(e) => e.advice(),
+        }
+    }
+
     /// The reason of the `ServicesReady` condition it leads to.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -383,6 +390,9 @@ pub struct ServicesOutcome {
     pub duty: DutyStatus,
     /// One entry per selected Service, for status.
     pub entries: Vec<LinkedServiceStatus>,
+    /// The writes the apiserver refused; each is also an entry (or, for a Service the link let go,
+    /// in the condition). The other Services were still handled.
+    pub failures: Vec<Error>,
 }
 
 /// This link's conversion settings.
@@ -403,8 +413,9 @@ fn live_holder(ctx: &Context, svc: &Service, except: &str) -> Option<LinkSetting
         .map(|l| settings(&l))
 }
 
-/// Converts every Service the link selects, and lets go of those it no longer selects.
-pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesOutcome, Error> {
+/// Converts every Service the link selects, and lets go of those it no longer selects. A Service the
+/// apiserver refuses is reported in its entry; it never stops the others.
+pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome {
     let want = settings(link);
     let zone = &link.spec.dns.zone;
     let previous_entries = current_status(link)
@@ -413,6 +424,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
     let mut all = ctx.services.state();
     all.sort_by_key(|s| (s.namespace(), s.name_any()));
     let mut entries = Vec::new();
+    let mut failures = Vec::new();
     for svc in all.iter().filter(|s| selects(ctx, link, s)) {
         let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
         let reverts = previous_entries
@@ -430,7 +442,15 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
         let observed = match plan(svc, &want, holder.as_ref()) {
             ServicePlan::Converged => Some((**svc).clone()),
             ServicePlan::Apply(body) => {
-                let applied = apply(ctx, svc, &body).await?;
+                let applied = match apply(ctx, svc, &body).await {
+                    Ok(applied) => applied,
+                    Err(err) => {
+                        failed(&mut entry, &err);
+                        failures.push(err);
+                        entries.push(entry);
+                        continue;
+                    }
+                };
                 if applied.is_some() {
                     ctx.event(
                         link,
@@ -457,7 +477,15 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
                 }
                 entry.reverts = reverts + 1;
                 ctx.event(link, EventType::Warning, "ServiceReverted", format!("field manager(s) {managers} reverted Service {namespace}/{name}; re-applying ({} of {MAX_REVERTS})", reverts + 1)).await;
-                apply(ctx, svc, &body).await?
+                match apply(ctx, svc, &body).await {
+                    Ok(applied) => applied,
+                    Err(err) => {
+                        failed(&mut entry, &err);
+                        failures.push(err);
+                        entries.push(entry);
+                        continue;
+                    }
+                }
             }
             ServicePlan::Skip(reason) => {
                 entry.state = LinkedServiceState::Skipped;
@@ -492,30 +520,58 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
         };
         entries.push(entry);
     }
+    let mut release_failures = Vec::new();
     for svc in all
         .iter()
         .filter(|s| holder(s) == Some(want.link.as_str()) && !selects(ctx, link, s))
     {
-        release(ctx, link, svc).await?;
+        if let Err(err) = release(ctx, link, svc).await {
+            release_failures.push(err);
+        }
     }
-    Ok(ServicesOutcome {
-        duty: duty_status(&entries),
+    let mut duty = duty_status(&entries);
+    if let Some(err) = release_failures
+        .first()
+        .filter(|_| duty.ready || duty.progressing)
+    {
+        // A Service the link no longer selects has no entry: its failed restore is the condition.
+        duty = DutyStatus::blocked(
+            types::SERVICES,
+            err.reason(),
+            format!("{err}; {}", err.advice()),
+        );
+    }
+    failures.extend(release_failures);
+    ServicesOutcome {
+        duty,
         entries,
-    })
+        failures,
+    }
 }
 
-/// Lets go of every Service the link holds (the link is being deleted).
+/// Marks `entry` as refused by the apiserver, with what it answered and what to do.
+fn failed(entry: &mut LinkedServiceStatus, err: &Error) {
+    entry.state = LinkedServiceState::Failed;
+    entry.internal_ip = None;
+    entry.message = Some(format!("{err}; {}", err.advice()));
+}
+
+/// Lets go of every Service the link holds (the link is being deleted). One refused restore does not
+/// stop the others; the first is returned, so the link keeps its finalizer and retries.
 pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
     let name = link.name_any();
+    let mut first = None;
     for svc in ctx
         .services
         .state()
         .iter()
         .filter(|s| holder(s) == Some(name.as_str()))
     {
-        release(ctx, link, svc).await?;
+        if let Err(err) = release(ctx, link, svc).await {
+            first.get_or_insert(err);
+        }
     }
-    Ok(())
+    first.map_or(Ok(()), Err)
 }
 
 /// Hands `svc` over to another live link that selects it, or restores it.
@@ -616,14 +672,29 @@ async fn exists(api: &Api<Service>, name: &str) -> bool {
 
 fn duty_status(entries: &[LinkedServiceStatus]) -> DutyStatus {
     let count = |state| entries.iter().filter(|e| e.state == state).count();
-    let (linked, pending, skipped, conflicts) = (
+    let (linked, pending, skipped, conflicts, failed) = (
         count(LinkedServiceState::Linked),
         count(LinkedServiceState::Pending),
         count(LinkedServiceState::Skipped),
         count(LinkedServiceState::Conflict),
+        count(LinkedServiceState::Failed),
     );
-    let summary = format!("{linked} linked, {pending} pending, {skipped} skipped, {conflicts} in conflict (see status.services)");
-    if conflicts > 0 {
+    let summary = format!("{linked} linked, {pending} pending, {skipped} skipped, {conflicts} in conflict, {failed} refused by the apiserver (see status.services)");
+    if let Some(first) = entries
+        .iter()
+        .find(|e| e.state == LinkedServiceState::Failed)
+    {
+        DutyStatus::blocked(
+            types::SERVICES,
+            "ServiceConversionFailed",
+            format!(
+                "{summary}; {}/{}: {}",
+                first.namespace,
+                first.name,
+                first.message.as_deref().unwrap_or_default()
+            ),
+        )
+    } else if conflicts > 0 {
         // Name the first conflict (another link, or the field manager that keeps reverting us).
         let first = entries
             .iter()
