@@ -130,6 +130,16 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     Expired(String),
     Internal(String),
+    /// Refused by validating admission: `<resource> "<name>" is forbidden: <message>`, with the code and
+    /// reason the policy chose (403 Forbidden, 422 Invalid, ...) and the message as the only cause.
+    Admission {
+        group: String,
+        resource: String,
+        name: String,
+        reason: &'static str,
+        code: u16,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ApiError {
@@ -203,6 +213,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Expired(_) => 410,
             ApiError::Internal(_) => 500,
+            ApiError::Admission { code, .. } => *code,
         }
     }
 
@@ -218,6 +229,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Expired(_) => "Expired",
             ApiError::Internal(_) => "InternalError",
+            ApiError::Admission { reason, .. } => reason,
         }
     }
 
@@ -261,6 +273,16 @@ impl ApiError {
                 )
             }
             ApiError::NoSuchResource => "the server could not find the requested resource".into(),
+            ApiError::Admission {
+                group,
+                resource,
+                name,
+                message,
+                ..
+            } => format!(
+                "{} {name:?} is forbidden: {message}",
+                qualified(resource, group)
+            ),
             ApiError::ApplyConflict { message, .. } => message.clone(),
             ApiError::BadRequest(m)
             | ApiError::Unprocessable(m)
@@ -312,6 +334,16 @@ impl ApiError {
                 group,
             )),
             ApiError::ApplyConflict { causes: c, .. } => Some(json!({"causes": causes(c)})),
+            ApiError::Admission {
+                group,
+                resource,
+                name,
+                message,
+                ..
+            } => Some(with_group(
+                json!({"name": name, "kind": resource, "causes": [{"message": message}]}),
+                group,
+            )),
             ApiError::NoSuchResource => Some(json!({})),
             _ => None,
         }

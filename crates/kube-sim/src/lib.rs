@@ -16,6 +16,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod apiserver;
 mod discovery;
 mod error;
