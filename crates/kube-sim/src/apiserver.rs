@@ -5,6 +5,7 @@
 use crate::admission;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::fieldpath::FieldSet;
+use crate::limits;
 use crate::object::{self, meta_mut};
 use crate::patch::{self, PatchType};
 use crate::registry::{Registry, ResourceType};
@@ -394,8 +395,11 @@ impl State {
             meta_mut(&mut candidate).insert("managedFields".into(), managed);
         }
 
-        // Validating admission.
+        // Validating admission, then etcd's size limit (only writes that reach storage).
         warnings.extend(self.admission(target, Some(&candidate), live.as_ref(), opts.dry_run)?);
+        if !opts.dry_run && live.as_ref() != Some(&candidate) {
+            limits::check_etcd_request(&rt, &target.namespace_key(), &candidate)?;
+        }
 
         let object = self.commit(target, candidate, live.as_ref(), opts.dry_run);
         Ok(Written {
@@ -594,6 +598,7 @@ impl State {
     ) -> ApiResult<()> {
         let rt = &target.resource;
         let mut causes = validate_name(rt, name);
+        causes.extend(limits::validate(rt, candidate));
         causes.extend(self.storage_semantics(rt, target, candidate, live, now));
         if let Some(cr) = rt.crd.as_ref().filter(|_| causes.is_empty()) {
             causes.extend(validation::validate_custom_resource(

@@ -140,6 +140,11 @@ pub enum ApiError {
         code: u16,
         message: String,
     },
+    /// A request body over the apiserver's limit (413).
+    TooLarge(String),
+    /// An error from storage that the apiserver passes on as it is: 500 without a reason
+    /// (e.g. `etcdserver: request is too large`).
+    Storage(String),
 }
 
 impl std::fmt::Display for ApiError {
@@ -212,11 +217,13 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Expired(_) => 410,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::Storage(_) => 500,
             ApiError::Admission { code, .. } => *code,
+            ApiError::TooLarge(_) => 413,
         }
     }
 
+    /// The `Status` reason; empty for errors the apiserver does not classify (the field is then left out).
     fn reason(&self) -> &'static str {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchResource => "NotFound",
@@ -230,6 +237,8 @@ impl ApiError {
             ApiError::Expired(_) => "Expired",
             ApiError::Internal(_) => "InternalError",
             ApiError::Admission { reason, .. } => reason,
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::Storage(_) => "",
         }
     }
 
@@ -290,7 +299,9 @@ impl ApiError {
             | ApiError::MethodNotAllowed(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::Expired(m)
-            | ApiError::Internal(m) => m.clone(),
+            | ApiError::Internal(m)
+            | ApiError::TooLarge(m)
+            | ApiError::Storage(m) => m.clone(),
         }
     }
 
@@ -357,9 +368,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message(),
-            "reason": self.reason(),
             "code": self.code(),
         });
+        if !self.reason().is_empty() {
+            status["reason"] = json!(self.reason());
+        }
         if let Some(details) = self.details() {
             status["details"] = details;
         }

@@ -2,8 +2,10 @@
 //!
 //! It speaks the real HTTP/JSON API (discovery, CRUD, watch, server-side apply with managed fields, status
 //! subresources, finalizers, CRDs with schema and CEL validation, Table output), so the operator (kube-rs)
-//! and `kubectl` use it exactly as they would a real cluster. A simulated Azure cloud-controller-manager
-//! hands out load-balancer IPs. See README.md for where it deviates from a real apiserver.
+//! and `kubectl` use it exactly as they would a real cluster. It refuses what a real cluster refuses:
+//! ValidatingAdmissionPolicies, object size limits (etcd's included). A simulated Azure
+//! cloud-controller-manager hands out load-balancer IPs. See README.md for where it deviates from a real
+//! apiserver.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -23,6 +25,7 @@ mod error;
 mod fieldpath;
 mod http;
 mod lb;
+mod limits;
 mod object;
 mod openapi;
 mod patch;
@@ -40,6 +43,7 @@ mod watch;
 pub use error::{ApiError, Cause};
 pub use http::RecordedRequest;
 pub use lb::{FIELD_MANAGER as LB_FIELD_MANAGER, INTERNAL_ANNOTATION, IPV4_ANNOTATION};
+pub use limits::{ETCD_MAX_REQUEST_BYTES, MAX_REQUEST_BODY_BYTES};
 
 use anyhow::Context as _;
 use apiserver::{ApiServer, Filter, Write, WriteOptions};
@@ -152,6 +156,25 @@ impl SimCluster {
         let state = self.api.lock();
         let target = state.target(api_version, kind, namespace, Some(name))?;
         state.get(&target).ok()
+    }
+
+    /// The size of the etcd request that would store the object as it is now (key and serialised
+    /// object); writes whose result is over [`ETCD_MAX_REQUEST_BYTES`] are refused.
+    pub fn stored_size(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<usize> {
+        let state = self.api.lock();
+        let target = state.target(api_version, kind, namespace, Some(name))?;
+        let obj = state.get(&target).ok()?;
+        Some(limits::etcd_request_size(
+            &target.resource,
+            target.namespace.as_deref().unwrap_or_default(),
+            &obj,
+        ))
     }
 
     /// All objects of a kind, across namespaces.
