@@ -3,6 +3,7 @@
 
 mod app_services;
 mod dry_run;
+mod fidelity;
 mod harness;
 mod runtime;
 mod sandbox;
