@@ -43,7 +43,13 @@ impl Harness {
     /// A cluster with the CRD, a CoreDNS Deployment and `coredns-custom` holding an unrelated key,
     /// and no operator yet.
     pub async fn cluster() -> Harness {
-        let sim = SimCluster::start(SimOptions::default())
+        Self::cluster_with(SimOptions::default()).await
+    }
+
+    /// A cluster as [`Harness::cluster`], simulated with these options (e.g. a load-balancer
+    /// provisioning delay, or other subnets).
+    pub async fn cluster_with(opts: SimOptions) -> Harness {
+        let sim = SimCluster::start(opts)
             .await
             .expect("simulated apiserver starts");
         let dir = tempfile::tempdir().unwrap();

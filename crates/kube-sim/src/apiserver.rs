@@ -2,8 +2,10 @@
 //! ownership, storage behaviour, validation, no-op detection, commit), deletion with finalizers and cascades,
 //! reads, and the change feed that watches and the load-balancer allocator follow.
 
+use crate::admission;
 use crate::error::{ApiError, ApiResult, Cause};
 use crate::fieldpath::FieldSet;
+use crate::limits;
 use crate::object::{self, meta_mut};
 use crate::patch::{self, PatchType};
 use crate::registry::{Registry, ResourceType};
@@ -352,7 +354,7 @@ impl State {
 
         // Decode-time defaults (owned by the writer) and pruning of unknown custom resource fields.
         apply_decode_defaults(&rt, &mut candidate);
-        let warnings = prune_unknown_fields(&rt, &mut candidate, opts.field_validation)?;
+        let mut warnings = prune_unknown_fields(&rt, &mut candidate, opts.field_validation)?;
 
         // Ownership reflects what the writer asked for, before the storage layer's own changes.
         let before = live
@@ -393,12 +395,48 @@ impl State {
             meta_mut(&mut candidate).insert("managedFields".into(), managed);
         }
 
+        // Validating admission, then etcd's size limit (only writes that reach storage).
+        warnings.extend(self.admission(target, Some(&candidate), live.as_ref(), opts.dry_run)?);
+        if !opts.dry_run && live.as_ref() != Some(&candidate) {
+            limits::check_etcd_request(&rt, &target.namespace_key(), &candidate)?;
+        }
+
         let object = self.commit(target, candidate, live.as_ref(), opts.dry_run);
         Ok(Written {
             object: present(&rt, object),
             created: live.is_none(),
             warnings,
         })
+    }
+
+    /// Runs the ValidatingAdmissionPolicies that match a write (`object`) or a deletion (no `object`).
+    fn admission(
+        &self,
+        target: &Target,
+        object: Option<&Value>,
+        live: Option<&Value>,
+        dry_run: bool,
+    ) -> ApiResult<Vec<String>> {
+        let name = object.or(live).map(object::name).unwrap_or_default();
+        let operation = match (object, live) {
+            (None, _) => admission::Operation::Delete,
+            (Some(_), None) => admission::Operation::Create,
+            (Some(_), Some(_)) => admission::Operation::Update,
+        };
+        let namespace = target.namespace_key();
+        admission::validate(
+            &self.store,
+            &admission::Request {
+                resource: &target.resource,
+                subresource: target.status.then_some("status"),
+                operation,
+                namespace: Some(namespace.as_str()).filter(|ns| !ns.is_empty()),
+                name,
+                object,
+                old_object: live,
+                dry_run,
+            },
+        )
     }
 
     /// The object a write proposes, from its body and the live object.
@@ -560,6 +598,7 @@ impl State {
     ) -> ApiResult<()> {
         let rt = &target.resource;
         let mut causes = validate_name(rt, name);
+        causes.extend(limits::validate(rt, candidate));
         causes.extend(self.storage_semantics(rt, target, candidate, live, now));
         if let Some(cr) = rt.crd.as_ref().filter(|_| causes.is_empty()) {
             causes.extend(validation::validate_custom_resource(
@@ -687,6 +726,7 @@ impl State {
                 obj["status"]["phase"] = json!(phase);
                 Vec::new()
             }
+            (admission::GROUP, kind) => admission::validate_config(kind, obj),
             ("apiextensions.k8s.io", "CustomResourceDefinition") => {
                 let causes = validation::validate_crd(obj);
                 if causes.is_empty() {
@@ -721,6 +761,7 @@ impl State {
                 detail: "the UID or ResourceVersion in the precondition does not match".into(),
             });
         }
+        self.admission(target, None, Some(&live), opts.dry_run)?;
         if opts.dry_run || object::is_deleting(&live) {
             return Ok(
                 if object::is_deleting(&live) || !object::finalizers(&live).is_empty() {
@@ -1136,6 +1177,7 @@ fn apply_decode_defaults(rt: &ResourceType, obj: &mut Value) {
                 obj["type"] = json!("Opaque");
             }
         }
+        (admission::GROUP, kind) => admission::apply_defaults(kind, obj),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             let names = &mut obj["spec"]["names"];
             if let Some(kind) = names["kind"].as_str().map(String::from) {

@@ -130,6 +130,21 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     Expired(String),
     Internal(String),
+    /// Refused by validating admission: `<resource> "<name>" is forbidden: <message>`, with the code and
+    /// reason the policy chose (403 Forbidden, 422 Invalid, ...) and the message as the only cause.
+    Admission {
+        group: String,
+        resource: String,
+        name: String,
+        reason: &'static str,
+        code: u16,
+        message: String,
+    },
+    /// A request body over the apiserver's limit (413).
+    TooLarge(String),
+    /// An error from storage that the apiserver passes on as it is: 500 without a reason
+    /// (e.g. `etcdserver: request is too large`).
+    Storage(String),
 }
 
 impl std::fmt::Display for ApiError {
@@ -202,10 +217,13 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => 405,
             ApiError::UnsupportedMediaType(_) => 415,
             ApiError::Expired(_) => 410,
-            ApiError::Internal(_) => 500,
+            ApiError::Internal(_) | ApiError::Storage(_) => 500,
+            ApiError::Admission { code, .. } => *code,
+            ApiError::TooLarge(_) => 413,
         }
     }
 
+    /// The `Status` reason; empty for errors the apiserver does not classify (the field is then left out).
     fn reason(&self) -> &'static str {
         match self {
             ApiError::NotFound { .. } | ApiError::NoSuchResource => "NotFound",
@@ -218,6 +236,9 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "UnsupportedMediaType",
             ApiError::Expired(_) => "Expired",
             ApiError::Internal(_) => "InternalError",
+            ApiError::Admission { reason, .. } => reason,
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::Storage(_) => "",
         }
     }
 
@@ -261,6 +282,16 @@ impl ApiError {
                 )
             }
             ApiError::NoSuchResource => "the server could not find the requested resource".into(),
+            ApiError::Admission {
+                group,
+                resource,
+                name,
+                message,
+                ..
+            } => format!(
+                "{} {name:?} is forbidden: {message}",
+                qualified(resource, group)
+            ),
             ApiError::ApplyConflict { message, .. } => message.clone(),
             ApiError::BadRequest(m)
             | ApiError::Unprocessable(m)
@@ -268,7 +299,9 @@ impl ApiError {
             | ApiError::MethodNotAllowed(m)
             | ApiError::UnsupportedMediaType(m)
             | ApiError::Expired(m)
-            | ApiError::Internal(m) => m.clone(),
+            | ApiError::Internal(m)
+            | ApiError::TooLarge(m)
+            | ApiError::Storage(m) => m.clone(),
         }
     }
 
@@ -312,6 +345,16 @@ impl ApiError {
                 group,
             )),
             ApiError::ApplyConflict { causes: c, .. } => Some(json!({"causes": causes(c)})),
+            ApiError::Admission {
+                group,
+                resource,
+                name,
+                message,
+                ..
+            } => Some(with_group(
+                json!({"name": name, "kind": resource, "causes": [{"message": message}]}),
+                group,
+            )),
             ApiError::NoSuchResource => Some(json!({})),
             _ => None,
         }
@@ -325,9 +368,11 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message(),
-            "reason": self.reason(),
             "code": self.code(),
         });
+        if !self.reason().is_empty() {
+            status["reason"] = json!(self.reason());
+        }
         if let Some(details) = self.details() {
             status["details"] = details;
         }

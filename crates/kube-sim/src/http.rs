@@ -55,7 +55,11 @@ pub struct App {
 }
 
 pub fn router(app: Arc<App>) -> Router {
-    Router::new().fallback(handle).with_state(app)
+    // The apiserver's own limit (413 with a Status) applies, not axum's default of 2 MB.
+    Router::new()
+        .fallback(handle)
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .with_state(app)
 }
 
 enum Route {
@@ -297,7 +301,8 @@ async fn handle(
         .to_string();
     let route = route(&path, &app.api);
     let verb = verb_of(&method, &route, &params);
-    let parsed = parse_body(&headers, &body);
+    let parsed =
+        crate::limits::check_request_body(body.len()).and_then(|()| parse_body(&headers, &body));
     let response = match &parsed {
         Ok(value) => dispatch(
             &app,

@@ -1,22 +1,50 @@
 //! A simulated Azure cloud-controller-manager: gives every `type: LoadBalancer` Service an ingress IP,
-//! written to the status subresource as field manager `cloud-controller-manager`, like the real one.
+//! written to the status subresource as field manager `cloud-controller-manager`, and records core v1
+//! Events on the Service as the service controller does (`EnsuringLoadBalancer`, `EnsuredLoadBalancer`,
+//! `SyncLoadBalancerFailed`, `DeletingLoadBalancer`, `DeletedLoadBalancer`).
 //!
-//! It is event-driven (it wakes on every committed change), stateless (the IPs already in Service
-//! status are the allocation table, so an IP stays stable while the Service's settings allow it), and
-//! writes only when a Service's status differs from what it should be.
+//! Like cloud-provider-azure it provisions one Service at a time (concurrent service syncs are
+//! hard-limited to 1), in the order the Services last changed, each taking the configured provisioning
+//! delay. It refuses what Azure refuses for the setups the operator creates: an internal subnet that does
+//! not exist, and a static IP whose frontend another Service already uses on the same port and protocol.
+//! Services that share a static IP on different ports share the frontend, as Azure allows.
+//!
+//! The IPs already in Service status are the allocation table, so an IP stays stable while the
+//! Service's settings allow it. A pass plans every Service from one look at the store (without copying
+//! the Services), then carries the plan out in order; a Service that changed meanwhile is planned again.
 
-use crate::apiserver::{ApiServer, Filter, Target, Write, WriteOptions};
+use crate::apiserver::{ApiServer, Target, Write, WriteOptions};
 use crate::object;
 use crate::patch::PatchType;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 pub const INTERNAL_ANNOTATION: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
 pub const IPV4_ANNOTATION: &str = "service.beta.kubernetes.io/azure-load-balancer-ipv4";
+pub const SUBNET_ANNOTATION: &str =
+    "service.beta.kubernetes.io/azure-load-balancer-internal-subnet";
 pub const FIELD_MANAGER: &str = "cloud-controller-manager";
+/// The component the service controller reports Events as.
+const EVENT_SOURCE: &str = "service-controller";
+/// The subnet internal load balancers use when a Service names none (the cluster's node subnet).
+pub const DEFAULT_SUBNET: &str = "aks-subnet";
+/// Where the simulated cluster's load balancers live, for messages that name Azure resources.
+const SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+const NODE_RESOURCE_GROUP: &str = "mc_kube-sim_kube-sim_eastus";
+const VNET: &str = "aks-vnet-12345678";
+
+/// How the simulated cloud-controller-manager behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long provisioning (or releasing) one Service's load balancer takes.
+    pub provisioning_delay: Duration,
+    /// Subnets of the cluster's virtual network that internal load balancers may name.
+    pub subnets: Vec<String>,
+}
 
 /// A frontend IP pool: internal LBs take addresses from the cluster subnet, public ones from a test range.
 struct Pool {
@@ -24,17 +52,21 @@ struct Pool {
     prefix: u8,
     /// Azure reserves the first addresses of a subnet.
     first_host: u32,
+    /// The cloud-provider-azure load balancer the frontends live on.
+    load_balancer: &'static str,
 }
 
 const INTERNAL: Pool = Pool {
     network: Ipv4Addr::new(10, 240, 0, 0),
     prefix: 16,
     first_host: 4,
+    load_balancer: "kubernetes-internal",
 };
 const PUBLIC: Pool = Pool {
     network: Ipv4Addr::new(20, 50, 0, 0),
     prefix: 16,
     first_host: 4,
+    load_balancer: "kubernetes",
 };
 
 impl Pool {
@@ -43,18 +75,42 @@ impl Pool {
         u32::from(ip) & mask == u32::from(self.network)
     }
 
-    fn next_free(&self, used: &HashSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    /// The first free address at or after `*cursor`; moves the cursor past it, so allocating many
+    /// addresses in one pass stays linear.
+    fn next_free(&self, used: &HashSet<Ipv4Addr>, cursor: &mut u32) -> Option<Ipv4Addr> {
         let size = 1u32 << (32 - self.prefix);
-        (self.first_host..size - 1)
-            .map(|i| Ipv4Addr::from(u32::from(self.network) + i))
-            .find(|ip| !used.contains(ip))
+        let start = (*cursor).max(self.first_host);
+        let found = (start..size - 1)
+            .map(|i| (i, Ipv4Addr::from(u32::from(self.network) + i)))
+            .find(|(_, ip)| !used.contains(ip));
+        found.map(|(i, ip)| {
+            *cursor = i + 1;
+            ip
+        })
     }
 }
 
-pub async fn run(api: Arc<ApiServer>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(api: Arc<ApiServer>, opts: Options, mut shutdown: watch::Receiver<bool>) {
     let mut changes = api.subscribe();
+    // The failure last reported for each Service (by uid), so an unchanged failure is reported once.
+    let mut reported: HashMap<String, String> = HashMap::new();
     loop {
-        reconcile(&api);
+        changes.borrow_and_update();
+        for work in plan(&api, &opts, &mut reported) {
+            if let Some(event) = work.starting_event() {
+                record_event(&api, &work, "Normal", event.0, event.1);
+            }
+            if !opts.provisioning_delay.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.provisioning_delay) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            // Planned from a Service that has changed since: plan again from what is there now.
+            if !carry_out(&api, &work, &mut reported) {
+                break;
+            }
+        }
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => return,
@@ -79,75 +135,390 @@ fn wants_load_balancer(svc: &Value) -> bool {
         && !object::is_deleting(svc)
 }
 
+fn is_internal(svc: &Value) -> bool {
+    object::annotation(svc, INTERNAL_ANNOTATION) == Some("true")
+}
+
 fn pool(svc: &Value) -> &'static Pool {
-    if object::annotation(svc, INTERNAL_ANNOTATION) == Some("true") {
+    if is_internal(svc) {
         &INTERNAL
     } else {
         &PUBLIC
     }
 }
 
-/// Works out each Service's frontend IP and writes the statuses that differ.
-fn reconcile(api: &ApiServer) {
-    let Some(target) = api.lock().target("v1", "Service", None, None) else {
-        return;
-    };
-    let (services, _) = api.list(&target.resource, &Filter::default());
-    let balanced: Vec<&Value> = services.iter().filter(|s| wants_load_balancer(s)).collect();
+/// The subnet an internal Service names, if any.
+fn subnet(svc: &Value) -> Option<&str> {
+    object::annotation(svc, SUBNET_ANNOTATION)
+        .filter(|s| !s.is_empty())
+        .filter(|_| is_internal(svc))
+}
 
-    // First the IPs that stay: static ones, then current ones still valid for their Service's settings.
-    let mut used: HashSet<Ipv4Addr> = balanced.iter().filter_map(|s| static_ip(s)).collect();
-    let mut desired: Vec<Option<Ipv4Addr>> = balanced
-        .iter()
-        .map(|s| {
-            static_ip(s).or_else(|| {
-                let ip = current_ip(s).filter(|ip| pool(s).contains(*ip) && !used.contains(ip))?;
-                used.insert(ip);
-                Some(ip)
-            })
+fn resource_version(svc: &Value) -> u64 {
+    object::resource_version(svc)
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
+}
+
+fn uid(svc: &Value) -> &str {
+    object::meta_str(svc, "uid").unwrap_or_default()
+}
+
+fn service_name(svc: &Value) -> String {
+    format!(
+        "{}/{}",
+        object::namespace(svc).unwrap_or_default(),
+        object::name(svc)
+    )
+}
+
+/// `(name, port, protocol)` of each Service port.
+fn ports(svc: &Value) -> Vec<(String, i64, String)> {
+    svc["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap_or_default().to_string(),
+                p["port"].as_i64().unwrap_or_default(),
+                p["protocol"].as_str().unwrap_or("TCP").to_string(),
+            )
         })
-        .collect();
-    for (svc, ip) in balanced.iter().zip(desired.iter_mut()) {
-        if ip.is_none() {
-            *ip = pool(svc).next_free(&used);
-            used.extend(*ip);
+        .collect()
+}
+
+/// `cloudprovider.DefaultLoadBalancerName`: "a" and the uid without dashes, at most 32 characters;
+/// cloud-provider-azure names a Service's frontend and rules after it.
+fn rule_prefix(svc: &Value) -> String {
+    let mut prefix = format!("a{}", uid(svc)).replace('-', "");
+    prefix.truncate(32);
+    prefix
+}
+
+/// `ensure(...): lb(...) - failed to get subnet` (reconcileFrontendIPConfigs), as the Event shows it.
+fn subnet_error(svc: &Value, subnets: &[String]) -> Option<String> {
+    let subnet = subnet(svc)?;
+    if subnet == DEFAULT_SUBNET || subnets.iter().any(|s| s == subnet) {
+        return None;
+    }
+    Some(format!(
+        "Error syncing load balancer: failed to ensure load balancer: ensure({}): lb({}) - failed to get subnet: {VNET}/{subnet}",
+        service_name(svc),
+        INTERNAL.load_balancer
+    ))
+}
+
+/// checkLoadBalancerResourcesConflicts: a Service sharing `holder`'s frontend may not use a port and
+/// protocol that one of `holder`'s load-balancing rules already uses.
+fn port_conflict(svc: &Value, holder: &Value) -> Option<String> {
+    let theirs = ports(holder);
+    let (port_name, port, protocol) = ports(svc).into_iter().find(|(_, port, protocol)| {
+        theirs
+            .iter()
+            .any(|(_, p, proto)| p == port && proto.eq_ignore_ascii_case(protocol))
+    })?;
+    let prefix = rule_prefix(holder);
+    let (rule, frontend) = match subnet(holder) {
+        Some(subnet) => (
+            format!("{prefix}-{subnet}-{protocol}-{port}"),
+            format!("{prefix}-{subnet}"),
+        ),
+        None => (format!("{prefix}-{protocol}-{port}"), prefix),
+    };
+    // network.TransportProtocol spelling: Tcp, Udp, Sctp.
+    let transport = {
+        let lower = protocol.to_ascii_lowercase();
+        let mut chars = lower.chars();
+        chars
+            .next()
+            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+            .unwrap_or_default()
+    };
+    Some(format!(
+        "Error syncing load balancer: failed to ensure load balancer: checkLoadBalancerResourcesConflicts: service port {port_name} is trying to consume the port {port} which is being referenced by an existing loadBalancing rule {rule} with the same protocol {transport} and frontend IP config with ID /subscriptions/{SUBSCRIPTION}/resourceGroups/{NODE_RESOURCE_GROUP}/providers/Microsoft.Network/loadBalancers/{}/frontendIPConfigurations/{frontend}",
+        pool(holder).load_balancer
+    ))
+}
+
+/// One step of a pass, for one Service.
+struct Work {
+    namespace: String,
+    name: String,
+    uid: String,
+    /// The Service's resourceVersion when it was planned.
+    planned_at: String,
+    action: Action,
+}
+
+enum Action {
+    /// Provision (or move) the frontend and report this IP in status.
+    Ensure(Ipv4Addr),
+    /// Provisioning fails with this message.
+    Fail(String),
+    /// The Service no longer wants a load balancer: release it and clear the status.
+    Release,
+}
+
+impl Work {
+    fn starting_event(&self) -> Option<(&'static str, &'static str)> {
+        match self.action {
+            Action::Ensure(_) | Action::Fail(_) => {
+                Some(("EnsuringLoadBalancer", "Ensuring load balancer"))
+            }
+            Action::Release => Some(("DeletingLoadBalancer", "Deleting load balancer")),
         }
     }
+}
 
-    for (svc, ip) in balanced.iter().zip(desired) {
-        let Some(ip) = ip else { continue };
-        if current_ip(svc) != Some(ip)
-            || svc["status"]["loadBalancer"]["ingress"]
-                .as_array()
-                .map(Vec::len)
-                != Some(1)
-        {
-            write_ingress(api, &target, svc, json!([{"ip": ip.to_string()}]));
+/// Decides, from one look at the store, what every Service needs, in the order the Services last
+/// changed. Forgets reported failures that are over.
+fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>) -> Vec<Work> {
+    let state = api.lock();
+    let mut services: Vec<&Value> = state.store.list("services", None).collect();
+    services.sort_by_key(|s| resource_version(s));
+    let balanced: Vec<&Value> = services
+        .iter()
+        .copied()
+        .filter(|s| wants_load_balancer(s))
+        .collect();
+
+    // IPs that stay: each Service's current one while its settings allow it. Static IPs are never
+    // handed out dynamically.
+    let kept: Vec<Option<Ipv4Addr>> = balanced
+        .iter()
+        .map(|s| {
+            current_ip(s)
+                .filter(|ip| pool(s).contains(*ip))
+                .filter(|ip| static_ip(s).is_none_or(|wanted| wanted == *ip))
+        })
+        .collect();
+    let mut used: HashSet<Ipv4Addr> = kept.iter().flatten().copied().collect();
+    used.extend(balanced.iter().filter_map(|s| static_ip(s)));
+    let mut holders: HashMap<Ipv4Addr, Vec<usize>> = HashMap::new();
+    for (i, ip) in kept.iter().enumerate() {
+        if let Some(ip) = ip {
+            holders.entry(*ip).or_default().push(i);
         }
+    }
+    let (mut internal_cursor, mut public_cursor) = (0, 0);
+
+    let mut work = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, svc) in balanced.iter().enumerate() {
+        seen.insert(uid(svc).to_string());
+        let outcome = if let Some(message) = subnet_error(svc, &opts.subnets) {
+            Err(message)
+        } else if let Some(ip) = kept[i] {
+            Ok(ip)
+        } else if let Some(ip) = static_ip(svc) {
+            let sharing = holders.get(&ip).into_iter().flatten().filter(|j| **j != i);
+            match sharing
+                .filter_map(|j| port_conflict(svc, balanced[*j]))
+                .next()
+            {
+                Some(message) => Err(message),
+                None => {
+                    holders.entry(ip).or_default().push(i);
+                    Ok(ip)
+                }
+            }
+        } else {
+            let cursor = if is_internal(svc) {
+                &mut internal_cursor
+            } else {
+                &mut public_cursor
+            };
+            let Some(ip) = pool(svc).next_free(&used, cursor) else {
+                continue;
+            };
+            used.insert(ip);
+            holders.entry(ip).or_default().push(i);
+            Ok(ip)
+        };
+        let action = match outcome {
+            Ok(ip) => {
+                let settled = current_ip(svc) == Some(ip)
+                    && svc["status"]["loadBalancer"]["ingress"]
+                        .as_array()
+                        .map(Vec::len)
+                        == Some(1);
+                if settled {
+                    reported.remove(uid(svc));
+                    continue;
+                }
+                Action::Ensure(ip)
+            }
+            Err(message) => {
+                if reported.get(uid(svc)) == Some(&message) {
+                    continue;
+                }
+                Action::Fail(message)
+            }
+        };
+        work.push((resource_version(svc), work_for(svc, action)));
     }
     for svc in services
         .iter()
         .filter(|s| !wants_load_balancer(s) && !s["status"]["loadBalancer"]["ingress"].is_null())
     {
-        write_ingress(api, &target, svc, Value::Null);
+        work.push((resource_version(svc), work_for(svc, Action::Release)));
+    }
+    reported.retain(|uid, _| seen.contains(uid));
+    work.sort_by_key(|(rv, _)| *rv);
+    work.into_iter().map(|(_, w)| w).collect()
+}
+
+fn work_for(svc: &Value, action: Action) -> Work {
+    Work {
+        namespace: object::namespace(svc).unwrap_or_default().to_string(),
+        name: object::name(svc).to_string(),
+        uid: uid(svc).to_string(),
+        planned_at: object::resource_version(svc)
+            .unwrap_or_default()
+            .to_string(),
+        action,
     }
 }
 
-fn write_ingress(api: &ApiServer, target: &Target, svc: &Value, ingress: Value) {
-    let target = Target {
-        namespace: object::namespace(svc).map(String::from),
-        name: Some(object::name(svc).to_string()),
-        status: true,
-        ..target.clone()
+fn service_target(api: &ApiServer, work: &Work, status: bool) -> Option<Target> {
+    let target = api
+        .lock()
+        .target("v1", "Service", Some(&work.namespace), Some(&work.name))?;
+    Some(Target { status, ..target })
+}
+
+/// Finishes one step; false when the Service changed since it was planned (nothing was done).
+fn carry_out(api: &ApiServer, work: &Work, reported: &mut HashMap<String, String>) -> bool {
+    let Some(target) = service_target(api, work, true) else {
+        return false;
     };
-    let patch = json!({"status": {"loadBalancer": {"ingress": ingress}}});
+    let fresh = api
+        .get(&target)
+        .ok()
+        .is_some_and(|svc| object::resource_version(&svc) == Some(work.planned_at.as_str()));
+    if !fresh {
+        return false;
+    }
+    let ingress = match &work.action {
+        Action::Fail(message) => {
+            record_event(api, work, "Warning", "SyncLoadBalancerFailed", message);
+            reported.insert(work.uid.clone(), message.clone());
+            return true;
+        }
+        Action::Ensure(ip) => {
+            record_event(
+                api,
+                work,
+                "Normal",
+                "EnsuredLoadBalancer",
+                "Ensured load balancer",
+            );
+            reported.remove(&work.uid);
+            json!([{"ip": ip.to_string()}])
+        }
+        Action::Release => {
+            record_event(
+                api,
+                work,
+                "Normal",
+                "DeletedLoadBalancer",
+                "Deleted load balancer",
+            );
+            Value::Null
+        }
+    };
+    // The resourceVersion makes this a precondition: a Service changed meanwhile is planned again.
+    let patch = json!({
+        "metadata": {"resourceVersion": work.planned_at},
+        "status": {"loadBalancer": {"ingress": ingress}},
+    });
     let opts = WriteOptions {
         field_manager: FIELD_MANAGER.into(),
         ..Default::default()
     };
-    // The Service may have changed or gone since the list; the next change triggers another pass.
     if let Err(e) = api.write(&target, Write::Patch(PatchType::Merge, patch), &opts) {
-        tracing::debug!(service = object::name(svc), error = %e, "load-balancer status update skipped");
+        tracing::debug!(service = %work.name, error = %e, "load-balancer status update skipped");
+        return false;
+    }
+    true
+}
+
+/// Records a core v1 Event on the Service as client-go's recorder does: a repeat of the same event
+/// (same Service, type, reason and message) bumps `count` and `lastTimestamp` of the existing one.
+fn record_event(api: &ApiServer, work: &Work, type_: &str, reason: &str, message: &str) {
+    let Some(svc) = service_target(api, work, false).and_then(|t| api.get(&t).ok()) else {
+        return;
+    };
+    let Some(events) = api
+        .lock()
+        .target("v1", "Event", Some(&work.namespace), None)
+    else {
+        return;
+    };
+    let now = object::now_rfc3339();
+    let opts = WriteOptions {
+        field_manager: FIELD_MANAGER.into(),
+        ..Default::default()
+    };
+    let repeat = api
+        .lock()
+        .store
+        .list(&events.resource.storage_key(), Some(&work.namespace))
+        .find(|e| {
+            e["involvedObject"]["uid"] == work.uid.as_str()
+                && e["type"] == type_
+                && e["reason"] == reason
+                && e["message"] == message
+                && e["source"]["component"] == EVENT_SOURCE
+        })
+        .map(|e| {
+            (
+                object::name(e).to_string(),
+                e["count"].as_i64().unwrap_or(1),
+            )
+        });
+    let result = match repeat {
+        Some((name, count)) => api.write(
+            &Target {
+                name: Some(name),
+                ..events
+            },
+            Write::Patch(
+                PatchType::Merge,
+                json!({"count": count + 1, "lastTimestamp": now}),
+            ),
+            &opts,
+        ),
+        None => {
+            let nanos = jiff::Timestamp::now().as_nanosecond();
+            let event = json!({
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": format!("{}.{nanos:x}", work.name), "namespace": work.namespace},
+                "involvedObject": {
+                    "kind": "Service",
+                    "namespace": work.namespace,
+                    "name": work.name,
+                    "uid": work.uid,
+                    "apiVersion": "v1",
+                    "resourceVersion": object::resource_version(&svc),
+                },
+                "reason": reason,
+                "message": message,
+                "source": {"component": EVENT_SOURCE},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": type_,
+                "reportingComponent": EVENT_SOURCE,
+                "reportingInstance": "",
+            });
+            api.write(&events, Write::Create(event), &opts)
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(service = %work.name, reason, error = %e, "load-balancer event not recorded");
     }
 }
 
@@ -160,13 +531,46 @@ mod tests {
         assert!(INTERNAL.contains(Ipv4Addr::new(10, 240, 3, 9)));
         assert!(!INTERNAL.contains(Ipv4Addr::new(10, 241, 0, 1)));
         let used = HashSet::from([Ipv4Addr::new(10, 240, 0, 4)]);
+        let mut cursor = 0;
         assert_eq!(
-            INTERNAL.next_free(&used),
+            INTERNAL.next_free(&used, &mut cursor),
             Some(Ipv4Addr::new(10, 240, 0, 5))
         );
         assert_eq!(
-            PUBLIC.next_free(&HashSet::new()),
+            INTERNAL.next_free(&used, &mut cursor),
+            Some(Ipv4Addr::new(10, 240, 0, 6))
+        );
+        assert_eq!(
+            PUBLIC.next_free(&HashSet::new(), &mut 0),
             Some(Ipv4Addr::new(20, 50, 0, 4))
+        );
+    }
+
+    #[test]
+    fn port_conflicts_name_the_holders_rule() {
+        let svc = |uid: &str, ports: Value| {
+            json!({"metadata": {"uid": uid, "namespace": "kube-system", "name": "x",
+                "annotations": {INTERNAL_ANNOTATION: "true", SUBNET_ANNOTATION: "ilb-subnet"}},
+                "spec": {"ports": ports}})
+        };
+        let holder = svc(
+            "0a1b2c3d-0000-4000-a000-000000000001",
+            json!([{"name": "dns", "port": 53, "protocol": "UDP"}]),
+        );
+        let web = svc("b", json!([{"name": "http", "port": 80}]));
+        assert_eq!(port_conflict(&web, &holder), None);
+        let dns = svc(
+            "c",
+            json!([{"name": "dns-tcp", "port": 53, "protocol": "TCP"}, {"name": "dns-udp", "port": 53, "protocol": "UDP"}]),
+        );
+        let message = port_conflict(&dns, &holder).unwrap();
+        assert!(
+            message.contains("service port dns-udp is trying to consume the port 53 which is being referenced by an existing loadBalancing rule a0a1b2c3d00004000a00000000000000-ilb-subnet-UDP-53 with the same protocol Udp"),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("/loadBalancers/kubernetes-internal/frontendIPConfigurations/a0a1b2c3d00004000a00000000000000-ilb-subnet"),
+            "{message}"
         );
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! It speaks the real HTTP/JSON API (discovery, CRUD, watch, server-side apply with managed fields, status
 //! subresources, finalizers, CRDs with schema and CEL validation, Table output), so the operator (kube-rs)
-//! and `kubectl` use it exactly as they would a real cluster. A simulated Azure cloud-controller-manager
-//! hands out load-balancer IPs. See README.md for where it deviates from a real apiserver.
+//! and `kubectl` use it exactly as they would a real cluster. It refuses what a real cluster refuses:
+//! ValidatingAdmissionPolicies, object size limits (etcd's included). A simulated Azure
+//! cloud-controller-manager provisions load balancers one at a time, with the Events and refusals of
+//! cloud-provider-azure. See README.md for where it deviates from a real apiserver.
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -16,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod admission;
 mod apiserver;
 pub mod cel_check;
 mod discovery;
@@ -23,6 +26,7 @@ mod error;
 mod fieldpath;
 mod http;
 mod lb;
+mod limits;
 mod object;
 mod openapi;
 mod patch;
@@ -54,7 +58,11 @@ pub fn check_crd(crd: &Value) -> Vec<Cause> {
     validation::validate_crd(crd)
 }
 pub use http::RecordedRequest;
-pub use lb::{FIELD_MANAGER as LB_FIELD_MANAGER, INTERNAL_ANNOTATION, IPV4_ANNOTATION};
+pub use lb::{
+    DEFAULT_SUBNET, FIELD_MANAGER as LB_FIELD_MANAGER, INTERNAL_ANNOTATION, IPV4_ANNOTATION,
+    SUBNET_ANNOTATION,
+};
+pub use limits::{ETCD_MAX_REQUEST_BYTES, MAX_REQUEST_BODY_BYTES};
 
 use anyhow::Context as _;
 use apiserver::{ApiServer, Filter, Write, WriteOptions};
@@ -76,6 +84,22 @@ pub struct SimOptions {
     pub watch_history: usize,
     /// How often watches that allow bookmarks receive one.
     pub bookmark_interval: Duration,
+    /// How long the simulated cloud-controller-manager takes to provision (or release) one Service's
+    /// load balancer. It works on one Service at a time, like cloud-provider-azure, so N Services take
+    /// N times this. On AKS it is 5-20 s; the default 0 keeps tests fast.
+    pub lb_provisioning_delay: Duration,
+    /// The subnets of the cluster's virtual network. An internal Service naming another subnet in
+    /// `service.beta.kubernetes.io/azure-load-balancer-internal-subnet` stays pending, with a Warning
+    /// Event. The node subnet [`DEFAULT_SUBNET`] always exists.
+    pub subnets: Vec<String>,
+}
+
+/// The subnets [`SimOptions::subnets`] has by default: the node subnet, and those the repository's
+/// examples and tests name.
+pub fn default_subnets() -> Vec<String> {
+    [DEFAULT_SUBNET, "ilb-subnet", "other-subnet"]
+        .map(String::from)
+        .to_vec()
 }
 
 impl Default for SimOptions {
@@ -85,6 +109,8 @@ impl Default for SimOptions {
             bind: SocketAddr::from(([127, 0, 0, 1], 0)),
             watch_history: 10_000,
             bookmark_interval: Duration::from_secs(60),
+            lb_provisioning_delay: Duration::ZERO,
+            subnets: default_subnets(),
         }
     }
 }
@@ -126,9 +152,13 @@ impl SimCluster {
                 tracing::error!(error = %e, "kube-sim server failed");
             }
         });
+        let lb_options = lb::Options {
+            provisioning_delay: opts.lb_provisioning_delay,
+            subnets: opts.subnets.clone(),
+        };
         let allocator = opts
             .lb_allocator
-            .then(|| tokio::spawn(lb::run(api.clone(), shutdown_rx)));
+            .then(|| tokio::spawn(lb::run(api.clone(), lb_options, shutdown_rx)));
         Ok(SimCluster {
             addr,
             api,
@@ -167,6 +197,25 @@ impl SimCluster {
         let state = self.api.lock();
         let target = state.target(api_version, kind, namespace, Some(name))?;
         state.get(&target).ok()
+    }
+
+    /// The size of the etcd request that would store the object as it is now (key and serialised
+    /// object); writes whose result is over [`ETCD_MAX_REQUEST_BYTES`] are refused.
+    pub fn stored_size(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<usize> {
+        let state = self.api.lock();
+        let target = state.target(api_version, kind, namespace, Some(name))?;
+        let obj = state.get(&target).ok()?;
+        Some(limits::etcd_request_size(
+            &target.resource,
+            target.namespace.as_deref().unwrap_or_default(),
+            &obj,
+        ))
     }
 
     /// All objects of a kind, across namespaces.

@@ -152,6 +152,32 @@ impl Registry {
                 false,
                 false,
             ),
+            ResourceType {
+                categories: vec!["api-extensions".into()],
+                ..builtin(
+                    "admissionregistration.k8s.io",
+                    "v1",
+                    "ValidatingAdmissionPolicy",
+                    "validatingadmissionpolicies",
+                    &[],
+                    false,
+                    true,
+                    true,
+                )
+            },
+            ResourceType {
+                categories: vec!["api-extensions".into()],
+                ..builtin(
+                    "admissionregistration.k8s.io",
+                    "v1",
+                    "ValidatingAdmissionPolicyBinding",
+                    "validatingadmissionpolicybindings",
+                    &[],
+                    false,
+                    false,
+                    true,
+                )
+            },
             builtin(
                 "apiextensions.k8s.io",
                 "v1",
