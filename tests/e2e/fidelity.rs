@@ -2,10 +2,9 @@
 //! Service, a `coredns-custom` too big for the override, a static DNS IP another Service holds, a subnet
 //! that does not exist, and a cloud controller that provisions one load balancer at a time.
 //!
-//! Where the operator falls short today (one refused write aborts the whole reconcile, so status is
-//! not written and no Event names the refusal: issue #10), these tests assert only what holds and
-//! must keep holding: nothing is half-changed, nobody else's data is touched, the operator keeps
-//! running and retrying, and the link is not reported Ready.
+//! What must hold: nothing is half-changed, nobody else's data is touched, the operator keeps running
+//! and retrying, the link is not reported Ready, and one refused write stops no other duty: the
+//! refusal is in the status, where the user looks.
 
 use std::time::Duration;
 
@@ -169,6 +168,55 @@ spec:
         "{log}"
     );
     assert!(not_ready(&h), "{:?}", h.link("web"));
+
+    // One refused Service stops nothing else (issue #10): the DNS Service, the override and the
+    // status are all there, and the refusal is the Service's entry and the condition's message.
+    let entry = h
+        .eventually("orders reported as refused in status.services", |h| {
+            h.link("web")?["status"]["services"]
+                .as_array()?
+                .iter()
+                .find(|e| e["name"] == "orders" && e["state"] == "Failed")
+                .cloned()
+        })
+        .await;
+    let message = entry["message"].as_str().unwrap();
+    assert!(
+        message.contains("denied request: Services marked cluster-only may not be load balancers")
+            && message.contains("admission policy"),
+        "{message}"
+    );
+    let (status, reason, services_message) = h.condition("web", "ServicesReady").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "ServiceConversionFailed"));
+    assert!(services_message.contains("shop/orders"), "{services_message}");
+    assert_eq!(h.condition("web", "Stalled").unwrap().0, "True");
+    let dns = h
+        .eventually("the DNS Service has its IP", |h| {
+            h.service("kube-system", "appservicelink-dns")
+                .filter(|s| ingress_ip(s).is_some())
+        })
+        .await;
+    assert_eq!(ingress_ip(&dns), Some("10.240.0.53"));
+    h.eventually("the override is written", |h| {
+        h.coredns_custom()["data"][OVERRIDE_KEY]
+            .as_str()
+            .filter(|o| o.contains("mydomain.local"))
+            .map(|_| ())
+    })
+    .await;
+    for duty in ["DnsServiceReady", "CoreDNSOverrideReady"] {
+        assert_eq!(h.condition("web", duty).unwrap().0, "True", "{duty}");
+    }
+    let linked = h.link("web").unwrap()["status"]["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "api")
+        .cloned()
+        .unwrap();
+    assert_eq!(linked["state"], "Linked", "{linked}");
+    let events = h.kubectl_ok(&["get", "events", "-A", "-o", "custom-columns=REASON:.reason"]);
+    assert!(events.contains("ServiceConversionFailed"), "{events}");
 }
 
 /// `coredns-custom` as a team that keeps big blocklists in it has it: the fixture's keys plus `extra`.
@@ -226,6 +274,20 @@ async fn assert_override_refused(h: &Harness, code: u16, message: &str) {
     assert!(coredns["spec"]["template"]["metadata"]["annotations"]
         ["appservicelink.io/coredns-override-hash"]
         .is_null());
+    // The refusal is the override's condition, and the other duties went on (issue #10).
+    let (status, reason, condition) = h
+        .eventually("CoreDNSOverrideReady says why", |h| {
+            h.condition("web", "CoreDNSOverrideReady")
+                .filter(|c| c.1 == "OverrideWriteFailed")
+        })
+        .await;
+    assert_eq!(status, "False");
+    assert!(condition.contains(message), "{condition}");
+    h.eventually("the Services are linked anyway", |h| {
+        (h.link("web")?["status"]["linkedServiceCount"] == 2).then_some(())
+    })
+    .await;
+    assert_eq!(h.condition("web", "DnsServiceReady").unwrap().0, "True");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
