@@ -246,7 +246,7 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
             corefile::reconcile(ctx, Some(link)).await,
         )
     };
-    let dns = dns.unwrap_or_else(|err| {
+    let mut dns = dns.unwrap_or_else(|err| {
         let err = Error::from(err);
         let outcome = dns_service::DnsOutcome {
             duty: err.duty_status(),
@@ -262,6 +262,16 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
         duty
     });
     let app_services = app_service::reconcile(ctx, link, dns.server_ip.as_deref()).await;
+    {
+        // Only now that the App Services moved may an old DNS Service (a rename) go.
+        let _cluster_wide = pipeline.cluster_wide.lock().await;
+        if let Err(err) = dns_service::collect_unused(ctx, link, Some(&app_services.entries)).await
+        {
+            let err = Error::from(err);
+            dns.duty = err.duty_status();
+            failures.push(err);
+        }
+    }
     let retry = app_services
         .retry_after
         .unwrap_or(ctx.config.resync)

@@ -12,7 +12,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::context::Context;
-use crate::crd::{AppServiceLink, DeletionPolicy};
+use crate::crd::{AppServiceLink, AppServiceStatus, DeletionPolicy};
 use crate::duties::load_balancer::{
     is_ours, load_balancer_ip, ANNOTATION_INTERNAL, ANNOTATION_IPV4, ANNOTATION_SUBNET, MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -289,7 +289,6 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     if is_retained(&current) {
         adopt(ctx, link, name).await?;
     }
-    collect_orphans(ctx, link, None).await?;
     Ok(match dns_server_ip(&current, &mine) {
         Some(ip) => DnsOutcome {
             duty: DutyStatus::ready(
@@ -358,28 +357,36 @@ async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), E
 }
 
 /// Which of our DNS Services may go: those no link names (live, or being deleted), that are not
-/// retained, and whose IP no App Service of any link is still set to, by what each link last read
-/// from Azure. `released` is a link being deleted whose App Services were just restored: its
-/// status no longer says what they use.
+/// retained, and whose IP no App Service of any link is still set to. For `current`, the link
+/// being reconciled, what its App Services use is `current_uses` (what its App Service duty just
+/// found) rather than its stored status; `None` when it is being deleted and its App Services were
+/// restored, so it neither names nor uses anything any more.
 pub fn deletable<'a>(
     ours: impl IntoIterator<Item = &'a Service>,
     links: &[std::sync::Arc<AppServiceLink>],
-    released: Option<&str>,
+    current: &str,
+    current_uses: Option<&[AppServiceStatus]>,
 ) -> Vec<String> {
-    let counted = |l: &&std::sync::Arc<AppServiceLink>| Some(l.name_any().as_str()) != released;
-    let named: Vec<&str> = links
-        .iter()
-        .filter(counted)
-        .map(|l| l.spec.dns.service.name.as_str())
-        .collect();
-    let in_use: Vec<&str> = links
-        .iter()
-        .filter(counted)
-        .filter_map(|l| l.status.as_ref())
-        .flat_map(|s| &s.app_services)
-        .filter_map(|e| e.dns_server.as_deref())
-        .flat_map(|servers| servers.split(','))
-        .collect();
+    let mut named: Vec<&str> = Vec::new();
+    let mut in_use: Vec<&str> = Vec::new();
+    for link in links {
+        let uses: &[AppServiceStatus] = if link.name_any() == current {
+            match current_uses {
+                None => continue,
+                Some(uses) => uses,
+            }
+        } else {
+            link.status
+                .as_ref()
+                .map_or(&[][..], |s| s.app_services.as_slice())
+        };
+        named.push(link.spec.dns.service.name.as_str());
+        in_use.extend(
+            uses.iter()
+                .filter_map(|e| e.dns_server.as_deref())
+                .flat_map(|servers| servers.split(',')),
+        );
+    }
     ours.into_iter()
         .filter(|s| s.namespace().as_deref() == Some(NAMESPACE) && is_ours(s))
         .filter(|s| !is_retained(s) && !named.contains(&s.name_any().as_str()))
@@ -388,15 +395,22 @@ pub fn deletable<'a>(
         .collect()
 }
 
-/// Deletes our DNS Services that nothing uses any more (after a rename, or a deletion).
-async fn collect_orphans(
+/// Deletes our DNS Services that nothing uses any more (after a rename, or a deletion). Runs after
+/// the App Service duty, so that a DNS Service goes only once the App Services moved off it.
+pub async fn collect_unused(
     ctx: &Context,
     link: &AppServiceLink,
-    released: Option<&str>,
+    uses: Option<&[AppServiceStatus]>,
 ) -> Result<(), Error> {
     let links: Vec<_> = ctx.links.state();
     let services = ctx.services.state();
-    for name in deletable(services.iter().map(|s| &**s), &links, released) {
+    let unused = deletable(
+        services.iter().map(|s| &**s),
+        &links,
+        &link.name_any(),
+        uses,
+    );
+    for name in unused {
         match api(ctx).delete(&name, &ctx.delete_params()).await {
             Ok(_) => {
                 ctx.event(
@@ -457,7 +471,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
         .await;
         return Ok(());
     }
-    collect_orphans(ctx, link, Some(&link.name_any())).await
+    collect_unused(ctx, link, None).await
 }
 
 fn describe(settings: &DnsServiceSettings) -> String {

@@ -187,8 +187,14 @@ spec:
         "{message}"
     );
     let (status, reason, services_message) = h.condition("web", "ServicesReady").unwrap();
-    assert_eq!((status.as_str(), reason.as_str()), ("False", "ServiceConversionFailed"));
-    assert!(services_message.contains("shop/orders"), "{services_message}");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ServiceConversionFailed")
+    );
+    assert!(
+        services_message.contains("shop/orders"),
+        "{services_message}"
+    );
     assert_eq!(h.condition("web", "Stalled").unwrap().0, "True");
     let dns = h
         .eventually("the DNS Service has its IP", |h| {
@@ -275,7 +281,7 @@ async fn assert_override_refused(h: &Harness, code: u16, message: &str) {
         ["appservicelink.io/coredns-override-hash"]
         .is_null());
     // The refusal is the override's condition, and the other duties went on (issue #10).
-    let (status, reason, condition) = h
+    let (status, _, condition) = h
         .eventually("CoreDNSOverrideReady says why", |h| {
             h.condition("web", "CoreDNSOverrideReady")
                 .filter(|c| c.1 == "OverrideWriteFailed")

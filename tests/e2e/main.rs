@@ -9,3 +9,4 @@ mod harness;
 mod runtime;
 mod sandbox;
 mod scenarios;
+mod teardown;
