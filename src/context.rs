@@ -31,6 +31,8 @@ pub struct Config {
     pub restart_coredns: bool,
     /// How often every link is reconciled even when nothing changed (drift repair).
     pub resync: Duration,
+    /// Reverts of a conversion further apart than this do not add up towards the limit.
+    pub revert_window: Duration,
     /// Change nothing: Kubernetes writes go out with `dryRun=All`, ARM writes are not sent, and
     /// every intended change is logged and recorded as an Event.
     pub dry_run: bool,
@@ -42,6 +44,7 @@ impl Default for Config {
             coredns_deployment: "coredns".into(),
             restart_coredns: true,
             resync: Duration::from_secs(300),
+            revert_window: Duration::from_secs(3600),
             dry_run: false,
         }
     }

@@ -292,9 +292,13 @@ pub struct LinkedServiceStatus {
     /// Why the Service is not linked, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// How many times another field manager reverted the conversion since the link last changed.
+    /// How many times another field manager reverted the conversion since the link last changed,
+    /// each within the revert window of the one before.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub reverts: i32,
+    /// When another field manager last reverted the conversion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revert_time: Option<Time>,
 }
 
 fn is_zero(n: &i32) -> bool {

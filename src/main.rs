@@ -69,6 +69,11 @@ struct RunArgs {
     /// Seconds between full reconciles of every link, which repair drift.
     #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
+    /// Reverts of a conversion by another field manager count towards the limit of 3 re-applies only
+    /// within this many seconds of the previous revert: a GitOps tool fighting the operator is
+    /// stopped at once, `helm upgrade`s days apart are not.
+    #[arg(long, env = "APPSERVICELINK_REVERT_WINDOW_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
+    revert_window_seconds: u64,
     /// Azure Resource Manager endpoint (China: https://management.chinacloudapi.cn, US Gov:
     /// https://management.usgovcloudapi.net). The token scope is derived from it.
     #[arg(long, env = "APPSERVICELINK_ARM_ENDPOINT", default_value = azure_auth::PUBLIC_ARM_ENDPOINT)]
@@ -154,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
                 coredns_deployment: args.coredns_deployment,
                 restart_coredns: args.restart_coredns,
                 resync: Duration::from_secs(args.resync_seconds),
+                revert_window: Duration::from_secs(args.revert_window_seconds),
                 dry_run: args.dry_run,
             };
             let azure = azure_auth::AzureConfig {

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Patch;
 use kube::core::{Selector, SelectorExt};
 use kube::runtime::events::EventType;
@@ -427,15 +429,18 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     let mut failures = Vec::new();
     for svc in all.iter().filter(|s| selects(ctx, link, s)) {
         let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-        let reverts = previous_entries
+        let (reverts, last_revert_time) = previous_entries
             .iter()
             .find(|e| e.namespace == namespace && e.name == name)
-            .map_or(0, |e| e.reverts);
+            .map_or((0, None), |e| {
+                decayed(e, ctx.config.revert_window, Timestamp::now())
+            });
         let mut entry = LinkedServiceStatus {
             fqdn: format!("{name}.{namespace}.{zone}"),
             namespace: namespace.clone(),
             name: name.clone(),
             reverts,
+            last_revert_time,
             ..Default::default()
         };
         let holder = live_holder(ctx, svc, &want.link);
@@ -470,12 +475,13 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
                 if reverts >= MAX_REVERTS {
                     entry.state = LinkedServiceState::Conflict;
                     entry.message = Some(format!(
-                        "field manager(s) {managers} keep reverting the conversion; stopped re-applying after {MAX_REVERTS} attempts. Stop managing spec.type and the load-balancer annotations of this Service in that tool (for Argo CD: ignoreDifferences with RespectIgnoreDifferences=true), then edit the link to retry"
+                        "field manager(s) {managers} keep reverting the conversion; stopped re-applying after {MAX_REVERTS} attempts. Stop managing spec.type and the load-balancer annotations of this Service in that tool (for Argo CD: ignoreDifferences with RespectIgnoreDifferences=true), then edit the link to retry (or wait: a revert {}s after the last one is re-applied again)", ctx.config.revert_window.as_secs()
                     ));
                     entries.push(entry);
                     continue;
                 }
                 entry.reverts = reverts + 1;
+                entry.last_revert_time = Some(Time(Timestamp::now()));
                 ctx.event(link, EventType::Warning, "ServiceReverted", format!("field manager(s) {managers} reverted Service {namespace}/{name}; re-applying ({} of {MAX_REVERTS})", reverts + 1)).await;
                 match apply(ctx, svc, &body).await {
                     Ok(applied) => applied,
@@ -546,6 +552,25 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
         duty,
         entries,
         failures,
+    }
+}
+
+/// The revert count of `entry` as it stands at `now`: reverts more than `window` after the last one
+/// start a new count, so re-applies stop only for a tool that keeps fighting, not for upgrades far apart.
+pub fn decayed(
+    entry: &LinkedServiceStatus,
+    window: std::time::Duration,
+    now: Timestamp,
+) -> (i32, Option<Time>) {
+    let expired = entry.last_revert_time.as_ref().is_some_and(|t| {
+        now.duration_since(t.0)
+            .try_into()
+            .is_ok_and(|elapsed: std::time::Duration| elapsed > window)
+    });
+    if expired {
+        (0, None)
+    } else {
+        (entry.reverts, entry.last_revert_time.clone())
     }
 }
 

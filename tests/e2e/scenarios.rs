@@ -1,3 +1,5 @@
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::harness::{describe, Harness};
@@ -511,6 +513,44 @@ async fn an_operator_restart_mid_way_converges_without_duplicate_writes() {
         );
     }
     assert_eq!(writes_to(&h, "/configmaps/coredns-custom"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reverts_far_apart_like_helm_upgrades_never_end_the_link() {
+    let mut h = Harness::cluster().await;
+    h.operator_args(&["--revert-window-seconds", "1"]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    // `helm upgrade` re-applies the chart's `spec.type: ClusterIP` on every release.
+    for release in 1..=5 {
+        h.kubectl_ok(&[
+            "-n",
+            "shop",
+            "patch",
+            "service",
+            "api",
+            "--type",
+            "merge",
+            "--field-manager",
+            "helm",
+            "-p",
+            r#"{"spec":{"type":"ClusterIP"}}"#,
+        ]);
+        h.eventually(&format!("release {release} re-applied"), |h| {
+            let svc = h.service("shop", "api")?;
+            (svc_type(&svc) == "LoadBalancer").then_some(())
+        })
+        .await;
+        // The next release comes later than the revert window.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    assert_ne!(
+        h.condition("web", "ServicesReady").unwrap().1,
+        "ServiceConflict",
+        "five upgrades far apart ended the link"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,3 +204,29 @@ fn the_load_balancer_ip_is_read_from_status() {
         Some("10.240.0.7")
     );
 }
+
+#[test]
+fn reverts_far_apart_do_not_add_up() {
+    let at = |s: &str| Some(Time(s.parse().unwrap()));
+    let entry = LinkedServiceStatus {
+        reverts: 3,
+        last_revert_time: at("2026-01-01T10:00:00Z"),
+        ..Default::default()
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    // Within the window, a tool fighting the operator keeps its count.
+    assert_eq!(
+        decayed(&entry, hour, "2026-01-01T10:59:00Z".parse().unwrap()),
+        (3, entry.last_revert_time.clone())
+    );
+    // A revert after the window (the next `helm upgrade`) starts again from zero.
+    assert_eq!(
+        decayed(&entry, hour, "2026-01-01T11:00:01Z".parse().unwrap()),
+        (0, None)
+    );
+    let never = LinkedServiceStatus::default();
+    assert_eq!(
+        decayed(&never, hour, "2026-01-01T11:00:01Z".parse().unwrap()),
+        (0, None)
+    );
+}
