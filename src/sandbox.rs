@@ -66,8 +66,48 @@ fn site_label(site: &SiteId) -> String {
     }
 }
 
-/// Runs the sandbox until Ctrl-C, or until Ready with `exit_when_ready`.
+/// Writes a line to stdout, failing (instead of panicking like `println!`) once stdout is closed,
+/// e.g. by `appservicelink sandbox | head`.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
+/// Files the sandbox writes for this run only, removed however it ends (Ctrl-C, SIGTERM, a closed
+/// stdout, an error): they point at simulations that no longer exist afterwards.
+struct RunFiles(Vec<PathBuf>);
+
+impl Drop for RunFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Runs the sandbox until Ctrl-C or SIGTERM, or until Ready with `exit_when_ready`. A closed stdout
+/// ends it quietly.
 pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
+    match serve(opts).await {
+        Err(err)
+            if err
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            Ok(())
+        }
+        result => result,
+    }
+}
+
+async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
+    // Before any file is written, so that Ctrl-C or SIGTERM at any point still removes them.
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut files = RunFiles(Vec::new());
     let started = Instant::now();
     let mut phases: Vec<(&str, Duration)> = Vec::new();
     let mut phase = Instant::now();
@@ -85,6 +125,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         .context("starting the simulated Azure")?;
     done("simulated Azure (ARM, Entra ID, CA)", &mut phase);
     seed(&cluster, &azure)?;
+    files.0.push(opts.kubeconfig.clone());
     cluster
         .write_kubeconfig(&opts.kubeconfig)
         .with_context(|| format!("writing {}", opts.kubeconfig.display()))?;
@@ -95,6 +136,7 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         "appservicelink-sandbox-ca-{}.pem",
         std::process::id()
     ));
+    files.0.push(ca.clone());
     azure.write_ca(&ca)?;
     let client = kube_client(&cluster).await?;
     let arm = sandbox_arm_client(&azure, &ca)?;
@@ -115,25 +157,22 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     let settings_addr = serve_app_settings(azure.clone(), opts.http_port).await?;
     done("starting the controller", &mut phase);
 
-    println!("AppServiceLink sandbox: a simulated AKS cluster and Azure, and the real operator.");
+    say!("AppServiceLink sandbox: a simulated AKS cluster and Azure, and the real operator.");
     for (name, took) in &phases {
-        println!("  {name:<40} {:>7.1} ms", took.as_secs_f64() * 1000.0);
+        say!("  {name:<40} {:>7.1} ms", took.as_secs_f64() * 1000.0);
     }
-    println!(
-        "Applied examples/full.yaml as AppServiceLink web-to-backend. Watching the operator:\n"
-    );
+    say!("Applied examples/full.yaml as AppServiceLink web-to-backend. Watching the operator:\n");
 
     let mut last = snapshot(&cluster, &azure);
     let mut ready_at: Option<Duration> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
     loop {
         tokio::select! {
-            _ = &mut ctrl_c => {
-                println!("\nStopping the sandbox.");
+            _ = interrupt.recv() => {
+                say!("\nStopping the sandbox.");
                 break;
             }
+            _ = terminate.recv() => break,
             result = &mut controller => {
                 anyhow::bail!("the controller stopped unexpectedly: {:?}", result);
             }
@@ -141,17 +180,17 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
         }
         let now = snapshot(&cluster, &azure);
         for line in changes(&last, &now) {
-            println!("  [{:>6.2}s] {line}", started.elapsed().as_secs_f64());
+            say!("  [{:>6.2}s] {line}", started.elapsed().as_secs_f64());
         }
         last = now;
         if ready_at.is_none() && all_ready(&cluster) {
             let took = started.elapsed();
             ready_at = Some(took);
-            print_summary(&cluster, &azure, took);
+            print_summary(&cluster, &azure, took)?;
             if opts.exit_when_ready {
                 break;
             }
-            print_instructions(&opts.kubeconfig, settings_addr);
+            print_instructions(&opts.kubeconfig, settings_addr)?;
         }
         if ready_at.is_none() && opts.exit_when_ready && started.elapsed() > READY_TIMEOUT {
             anyhow::bail!("not Ready after {READY_TIMEOUT:?}; the changes printed above show how far the operator got");
@@ -160,7 +199,6 @@ pub async fn run(opts: SandboxOptions) -> anyhow::Result<()> {
     controller.abort();
     cluster.shutdown().await;
     azure.shutdown().await;
-    let _ = std::fs::remove_file(&ca);
     Ok(())
 }
 
@@ -382,12 +420,12 @@ fn all_ready(cluster: &SimCluster) -> bool {
             .all(|l| condition(l, "Ready").as_deref() == Some("True"))
 }
 
-fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) {
-    println!(
+fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) -> std::io::Result<()> {
+    say!(
         "\nReady in {:.1} s: every AppServiceLink reports Ready.\n",
         took.as_secs_f64()
     );
-    println!("  {:<44} Resolves to (internal load balancer)", "Name");
+    say!("  {:<44} Resolves to (internal load balancer)", "Name");
     for link in cluster.list("appservicelink.io/v1alpha1", "AppServiceLink") {
         for svc in link["status"]["services"].as_array().into_iter().flatten() {
             let target = match (svc["state"].as_str(), svc["internalIP"].as_str()) {
@@ -398,13 +436,13 @@ fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) {
                     svc["message"].as_str().unwrap_or_default()
                 ),
             };
-            println!(
+            say!(
                 "  {:<44} {target}",
                 svc["fqdn"].as_str().unwrap_or_default()
             );
         }
         if let Some(ip) = link["status"]["dnsServerIP"].as_str() {
-            println!(
+            say!(
                 "\n  DNS server for App Services: {ip} (AppServiceLink {})",
                 link["metadata"]["name"].as_str().unwrap_or_default()
             );
@@ -417,13 +455,14 @@ fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) {
             .filter(|(k, _)| k.starts_with("WEBSITE_DNS"))
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
-        println!("  App Service {:<32} {}", site_label(&site), dns.join(" "));
+        say!("  App Service {:<32} {}", site_label(&site), dns.join(" "));
     }
+    Ok(())
 }
 
-fn print_instructions(kubeconfig: &Path, settings: SocketAddr) {
+fn print_instructions(kubeconfig: &Path, settings: SocketAddr) -> std::io::Result<()> {
     let kubeconfig = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.to_path_buf());
-    println!(
+    say!(
         r#"
 Try it (the operator reacts to every change, and this window shows what it does):
   export KUBECONFIG={kubeconfig}
@@ -439,4 +478,5 @@ Try it (the operator reacts to every change, and this window shows what it does)
 Press Ctrl-C to stop."#,
         kubeconfig = kubeconfig.display()
     );
+    Ok(())
 }

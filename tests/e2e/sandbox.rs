@@ -253,6 +253,80 @@ fn exit_when_ready_prints_the_summary_and_exits_zero() {
     );
 }
 
+/// The files a sandbox run writes: its kubeconfig and the simulated Azure's CA.
+fn run_files(kubeconfig: &std::path::Path, pid: u32) -> [std::path::PathBuf; 2] {
+    [
+        kubeconfig.to_path_buf(),
+        std::env::temp_dir().join(format!("appservicelink-sandbox-ca-{pid}.pem")),
+    ]
+}
+
+async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_sandbox_and_removes_its_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+        .args(["sandbox", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let files = run_files(&kubeconfig, child.id());
+    wait_until("the sandbox's files", || files.iter().all(|f| f.exists())).await;
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for file in &files {
+        assert!(!file.exists(), "{} left behind", file.display());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_stdout_ends_the_sandbox_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kc");
+    // As `appservicelink sandbox | head -1` does: read one line, then close the pipe.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+        .args(["sandbox", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let files = run_files(&kubeconfig, child.id());
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains("AppServiceLink sandbox"), "{first}");
+    // The reader is gone: the sandbox's next line meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    for file in &files {
+        assert!(!file.exists(), "{} left behind", file.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_is_accepted_and_becomes_ready() {
     let mut examples: Vec<_> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"))
