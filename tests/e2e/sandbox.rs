@@ -273,7 +273,7 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 async fn sigterm_stops_the_sandbox_and_removes_its_files() {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = dir.path().join("kc");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+    let child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
         .args(["sandbox", "--kubeconfig"])
         .arg(&kubeconfig)
         .stdout(Stdio::null())
