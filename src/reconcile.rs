@@ -21,6 +21,7 @@ use crate::context::Context;
 use crate::crd::AppServiceLink;
 use crate::duties::{app_service, corefile, dns_service, service_link};
 use crate::error::KubeError;
+use crate::runtime::crash_points;
 use crate::status::{self, types, DutyStatus, Observed};
 use crate::validation;
 
@@ -305,6 +306,7 @@ async fn undo(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Erro
     let ctx = &pipeline.ctx;
     info!(link = %link.name_any(), "cleaning up");
     app_service::cleanup(ctx, link).await?;
+    crash_points::reached("cleanup-after-app-services");
     let services = service_link::cleanup(ctx, link).await;
     {
         let _cluster_wide = pipeline.cluster_wide.lock().await;

@@ -457,6 +457,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
                     }
                 };
                 if applied.is_some() {
+                    crate::runtime::crash_points::reached("service-after-apply");
                     ctx.event(
                         link,
                         EventType::Normal,

@@ -1,7 +1,9 @@
 //! The process around the controller: leader election ([`leader`]), readiness ([`health`]), the
 //! Prometheus registry ([`metrics`]), the HTTP endpoints that serve both ([`endpoints`]), and logging
-//! ([`telemetry`]). None of it knows about the duties.
+//! ([`telemetry`]), and the crash points of the fault suite ([`crash_points`]). None of it knows about
+//! the duties.
 
+pub mod crash_points;
 pub mod endpoints;
 pub mod health;
 pub mod leader;
