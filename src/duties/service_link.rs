@@ -122,6 +122,22 @@ impl PreviousState {
     pub fn recorded_on(svc: &Service) -> Option<Self> {
         serde_json::from_str(annotation(svc, ANNOTATION_PREVIOUS)?).ok()
     }
+
+    /// The record on `svc` the operator may act on: one its own field manager wrote, or one that
+    /// cannot make the Service a public load balancer. Anyone who may edit the Service may write the
+    /// annotation, so a record that would expose it to the internet counts only when managedFields
+    /// show the operator set it (any other write that changes it takes that ownership away).
+    pub fn trusted_on(svc: &Service) -> Option<Self> {
+        let record = Self::recorded_on(svc)?;
+        (written_by_us(svc, ANNOTATION_PREVIOUS) || !record.is_public_load_balancer())
+            .then_some(record)
+    }
+
+    /// True when putting this record back makes the Service a public load balancer.
+    pub fn is_public_load_balancer(&self) -> bool {
+        let internal = self.annotations.get(ANNOTATION_INTERNAL).cloned().flatten();
+        self.service_type == "LoadBalancer" && internal.as_deref() != Some("true")
+    }
 }
 
 /// Why a selected Service is left alone.
@@ -178,7 +194,9 @@ pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -
             }
         };
     }
-    let ours = annotation(svc, ANNOTATION_LINK).is_some();
+    // Only a Service the operator converted itself (its field manager wrote the link annotation) is
+    // exempt from these checks: an annotation anyone can write never skips the public opt-in.
+    let ours = self::holder(svc).is_some();
     if !ours {
         if is_headless(svc) {
             return ServicePlan::Skip(SkipReason::Headless);
@@ -193,7 +211,7 @@ pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -
             return ServicePlan::Skip(SkipReason::PublicLoadBalancer);
         }
     }
-    let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+    let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
     let body = apply_body(svc, want, &previous);
     let differing = differing_fields(svc, want, &previous);
     if differing.is_empty() {
@@ -256,13 +274,6 @@ fn differing_fields(
     want: &LinkSettings,
     previous: &PreviousState,
 ) -> Vec<Vec<String>> {
-    let annotation_path = |key: &str| {
-        vec![
-            "f:metadata".to_string(),
-            "f:annotations".into(),
-            format!("f:{key}"),
-        ]
-    };
     let mut differing = Vec::new();
     if service_type(svc) != "LoadBalancer" {
         differing.push(vec!["f:spec".to_string(), "f:type".into()]);
@@ -280,6 +291,27 @@ fn differing_fields(
         }
     }
     differing
+}
+
+/// The path of the annotation `key` in managedFields terms.
+fn annotation_path(key: &str) -> Vec<String> {
+    vec![
+        "f:metadata".to_string(),
+        "f:annotations".into(),
+        format!("f:{key}"),
+    ]
+}
+
+/// True when the operator's field manager owns the annotation `key` of `svc`: its value is one the
+/// operator wrote, not one someone else set or changed since.
+fn written_by_us(svc: &Service, key: &str) -> bool {
+    let path = annotation_path(key);
+    svc.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
+        .any(|entry| owns(entry.fields_v1.as_ref().map(|f| &f.0), &path))
 }
 
 /// Field managers other than ours that own any of `paths`.
@@ -313,13 +345,14 @@ fn owns(fields: Option<&Value>, path: &[String]) -> bool {
 }
 
 /// The merge patch that puts `svc` back as it was before the conversion, or `None` when the
-/// previous-state record is missing or unreadable (the Service is then left as it is).
+/// previous-state record is missing, unreadable, or not trusted (see [`PreviousState::trusted_on`]);
+/// the Service is then left as it is.
 ///
 /// Going back to ClusterIP: the apiserver clears nodePorts, healthCheckNodePort,
 /// externalTrafficPolicy and allocateLoadBalancerNodePorts itself when the request leaves them
 /// unchanged, but refuses leftover `loadBalancerSourceRanges`, so those are nulled in the same request.
 pub fn restore_patch(svc: &Service) -> Option<Value> {
-    let previous = PreviousState::recorded_on(svc)?;
+    let previous = PreviousState::trusted_on(svc)?;
     let mut annotations = serde_json::Map::new();
     for key in RECORDED_ANNOTATIONS {
         let value = previous.annotations.get(key).cloned().flatten();
@@ -340,9 +373,10 @@ pub fn restore_patch(svc: &Service) -> Option<Value> {
     Some(json!({"metadata": {"annotations": annotations}, "spec": spec}))
 }
 
-/// The link named in the Service's annotation, if any.
+/// The link that converted the Service: the one its annotation names, when the operator's own field
+/// manager wrote that annotation. A link annotation someone else set holds nothing.
 pub fn holder(svc: &Service) -> Option<&str> {
-    annotation(svc, ANNOTATION_LINK)
+    annotation(svc, ANNOTATION_LINK).filter(|_| written_by_us(svc, ANNOTATION_LINK))
 }
 
 /// True when `svc` is an internal load balancer as `want` asks (its IP may still be pending).
@@ -526,7 +560,7 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
         .into_iter()
         .find(|l| l.name_any() != link.name_any() && selects(ctx, l, svc));
     if let Some(next) = next {
-        let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+        let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
         if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
             .await?
             .is_some()
@@ -545,9 +579,15 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
         return Ok(());
     }
     let Some(patch) = restore_patch(svc) else {
-        ctx.event(link, EventType::Warning, "RestoreImpossible", format!(
-            "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is"
-        )).await;
+        if PreviousState::recorded_on(svc).is_some() {
+            ctx.event(link, EventType::Warning, "RestoreRefused", format!(
+                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} would make it a public load balancer, but the operator did not write that record (someone changed it); left as it is. If it really was public, set its type and annotations by hand and remove the annotation {ANNOTATION_LINK}"
+            )).await;
+        } else {
+            ctx.event(link, EventType::Warning, "RestoreImpossible", format!(
+                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is"
+            )).await;
+        }
         return Ok(());
     };
     let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);

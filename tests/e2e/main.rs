@@ -8,3 +8,4 @@ mod harness;
 mod runtime;
 mod sandbox;
 mod scenarios;
+mod trust;

@@ -1,0 +1,208 @@
+//! Trust boundaries: what the operator reads back (annotations on Services, its own status) never
+//! makes it do what no link asked for.
+
+use serde_json::{json, Value};
+
+use crate::harness::{describe, Harness};
+
+const INTERNAL: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
+const LINK: &str = "appservicelink.io/link";
+const PREVIOUS: &str = "appservicelink.io/previous-state";
+
+/// A previous-state record claiming the Service was a public load balancer.
+const PUBLIC_RECORD: &str = r#"{"type":"LoadBalancer","annotations":{"service.beta.kubernetes.io/azure-load-balancer-internal":null,"service.beta.kubernetes.io/azure-load-balancer-internal-subnet":null}}"#;
+
+/// A link named `name` selecting `selector` (YAML flow), with the given extra spec lines.
+fn link(name: &str, selector: &str, zone: &str, dns_service: &str, app_services: &str) -> String {
+    format!(
+        r#"apiVersion: appservicelink.io/v1alpha1
+kind: AppServiceLink
+metadata:
+  name: {name}
+spec:
+  services:
+    selector: {selector}
+  dns:
+    zone: {zone}
+    service: {dns_service}
+{app_services}"#
+    )
+}
+
+fn web_link() -> String {
+    link(
+        "web",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "mydomain.local",
+        "{staticIP: 10.240.0.53}",
+        "",
+    )
+}
+
+fn service_yaml(name: &str, labels: &str, annotations: &Value, spec: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: shop
+  labels: {labels}
+  annotations: {annotations}
+spec: {spec}
+"#
+    )
+}
+
+fn svc_type(svc: &Value) -> &str {
+    svc["spec"]["type"].as_str().unwrap_or("ClusterIP")
+}
+
+/// A LoadBalancer without the internal annotation: reachable from the internet on Azure.
+fn is_public(svc: &Value) -> bool {
+    svc_type(svc) == "LoadBalancer" && svc["metadata"]["annotations"][INTERNAL] != "true"
+}
+
+fn writes_to(h: &Harness, path_suffix: &str) -> Vec<String> {
+    let writes: Vec<_> = h
+        .operator_writes()
+        .into_iter()
+        .filter(|r| r.path.ends_with(path_suffix))
+        .collect();
+    describe(&writes)
+}
+
+/// The link's `status.services` entry for namespace/name.
+fn service_entry(h: &Harness, link: &str, namespace: &str, name: &str) -> Option<Value> {
+    h.link(link)?["status"]["services"]
+        .as_array()?
+        .iter()
+        .find(|e| e["namespace"] == namespace && e["name"] == name)
+        .cloned()
+}
+
+fn event_reasons(h: &Harness) -> Vec<(String, String)> {
+    h.sim
+        .list("events.k8s.io/v1", "Event")
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (s("reason"), s("note"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_previous_state_never_makes_a_public_load_balancer() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    // Forged before the conversion: a ClusterIP Service claiming it was a public load balancer.
+    h.apply(&service_yaml(
+        "forged",
+        r#"{appservicelink.io/expose: "true"}"#,
+        &json!({PREVIOUS: PUBLIC_RECORD}),
+        "{selector: {app: forged}, ports: [{port: 80}]}",
+    ));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    assert!(!is_public(&h.service("shop", "forged").unwrap()));
+
+    // Forged after the conversion, in the same write that lets the Service go.
+    let tamper = json!({"metadata": {
+        "labels": {"appservicelink.io/expose": null},
+        "annotations": {PREVIOUS: PUBLIC_RECORD},
+    }});
+    h.kubectl_ok(&[
+        "-n",
+        "shop",
+        "patch",
+        "service",
+        "api",
+        "--type",
+        "merge",
+        "-p",
+        &tamper.to_string(),
+    ]);
+    h.kubectl_ok(&[
+        "-n",
+        "shop",
+        "label",
+        "service",
+        "forged",
+        "appservicelink.io/expose-",
+    ]);
+    let forged = h
+        .eventually("forged let go", |h| {
+            h.service("shop", "forged")
+                .filter(|s| s["metadata"]["annotations"].get(LINK).is_none())
+        })
+        .await;
+    h.eventually("status lists only orders", |h| {
+        let names: Vec<Value> = h.link("web")?["status"]["services"]
+            .as_array()?
+            .iter()
+            .map(|s| s["name"].clone())
+            .collect();
+        (names == vec![json!("orders")]).then_some(())
+    })
+    .await;
+    let before = h.operator_requests().len();
+    h.kubectl_ok(&["-n", "shop", "annotate", "service", "orders", "touched=1"]);
+    h.settle_after(before).await;
+
+    // It really was a ClusterIP Service: that is what comes back, not the forged record.
+    assert_eq!(svc_type(&forged), "ClusterIP", "{forged}");
+    let api = h.service("shop", "api").unwrap();
+    assert!(
+        !is_public(&api),
+        "a forged record made api a public load balancer: {api}"
+    );
+    assert!(
+        event_reasons(&h)
+            .iter()
+            .any(|(reason, note)| reason == "RestoreRefused" && note.contains("shop/api")),
+        "a Warning Event says why api was left as it is: {:?}",
+        event_reasons(&h)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_link_annotation_neither_skips_the_opt_in_nor_makes_the_operator_restore() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    // A public load balancer that claims the link already holds it.
+    h.apply(&service_yaml(
+        "edge",
+        r#"{appservicelink.io/expose: "true"}"#,
+        &json!({LINK: "web"}),
+        "{type: LoadBalancer, selector: {app: edge}, ports: [{port: 443}]}",
+    ));
+    // A Service the link does not select, claiming the link converted it from a public one.
+    h.apply(&service_yaml(
+        "quiet",
+        "{team: shop}",
+        &json!({LINK: "web", PREVIOUS: PUBLIC_RECORD}),
+        "{selector: {app: quiet}, ports: [{port: 80}]}",
+    ));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    let before = h.operator_requests().len();
+    h.kubectl_ok(&["-n", "shop", "annotate", "service", "edge", "touched=1"]);
+    h.settle_after(before).await;
+
+    let entry = service_entry(&h, "web", "shop", "edge").expect("edge is listed");
+    assert_eq!(entry["state"], "Skipped", "{entry}");
+    assert!(
+        entry["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("allowPublicLoadBalancerConversion"),
+        "{entry}"
+    );
+    let edge = h.service("shop", "edge").unwrap();
+    assert!(is_public(&edge), "still as its owner made it: {edge}");
+    assert_eq!(writes_to(&h, "/services/edge"), Vec::<String>::new());
+
+    let quiet = h.service("shop", "quiet").unwrap();
+    assert_eq!(svc_type(&quiet), "ClusterIP", "{quiet}");
+    assert_eq!(writes_to(&h, "/services/quiet"), Vec::<String>::new());
+}
