@@ -65,7 +65,7 @@ pub fn selects(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
         return false;
     }
     let services = &link.spec.services;
-    if validation::selector_is_empty(&services.selector) {
+    if validation::selector_matches_everything(&services.selector) {
         return false;
     }
     let Ok(selector) = Selector::try_from(services.selector.clone()) else {

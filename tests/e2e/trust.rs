@@ -1,5 +1,5 @@
 //! Trust boundaries: what the operator reads back (annotations on Services, its own status) never
-//! makes it do what no link asked for.
+//! makes it do what no link asked for, and selectors that match everything are refused.
 
 use serde_json::{json, Value};
 
@@ -205,4 +205,57 @@ async fn a_forged_link_annotation_neither_skips_the_opt_in_nor_makes_the_operato
     let quiet = h.service("shop", "quiet").unwrap();
     assert_eq!(svc_type(&quiet), "ClusterIP", "{quiet}");
     assert_eq!(writes_to(&h, "/services/quiet"), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selectors_that_match_every_service_are_refused() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    for selector in [
+        "{matchExpressions: [{key: appservicelink.io/skip, operator: DoesNotExist}]}",
+        "{matchExpressions: [{key: tier, operator: NotIn, values: [db]}, {key: x, operator: DoesNotExist}]}",
+    ] {
+        let out = h.kubectl(
+            &["apply", "-f", "-"],
+            Some(&link("all", selector, "all.local", "{}", "")),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{selector} was admitted");
+        assert!(
+            stderr.contains("spec.services.selector") && stderr.contains("every Service"),
+            "{stderr}"
+        );
+    }
+    assert!(h.link("all").is_none());
+
+    // An old CRD without the rule lets it in; the controller refuses it all the same.
+    let mut crd: Value = serde_norway::from_str(crate::harness::CRD).unwrap();
+    crate::harness::strip_validations(&mut crd);
+    h.apply(&serde_norway::to_string(&crd).unwrap());
+    h.apply(&link(
+        "all",
+        "{matchExpressions: [{key: appservicelink.io/skip, operator: DoesNotExist}]}",
+        "all.local",
+        "{}",
+        "",
+    ));
+    let (_, _, message) = h
+        .eventually("InvalidSpec", |h| {
+            h.condition("all", "Ready").filter(|c| c.1 == "InvalidSpec")
+        })
+        .await;
+    assert!(
+        message.contains("spec.services.selector") && message.contains("every Service"),
+        "{message}"
+    );
+    let service_writes: Vec<_> = h
+        .operator_writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/services"))
+        .collect();
+    assert!(
+        service_writes.is_empty(),
+        "no Service touched: {:?}",
+        describe(&service_writes)
+    );
 }
