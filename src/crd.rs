@@ -309,7 +309,7 @@ pub enum LinkedServiceState {
     /// The Service is converted; Azure has not assigned its IP yet.
     #[default]
     Pending,
-    /// The Service cannot or may not be converted (headless, ExternalName, public without opt-in).
+    /// The Service cannot or may not be converted (headless, ExternalName, public without opt-in, in kube-system).
     Skipped,
     /// Another link or another field manager holds the Service.
     Conflict,

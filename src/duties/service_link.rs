@@ -29,6 +29,8 @@ pub const ANNOTATION_LINK: &str = "appservicelink.io/link";
 pub const ANNOTATION_PREVIOUS: &str = "appservicelink.io/previous-state";
 /// Field manager for Service conversions and restores.
 pub const FIELD_MANAGER: &str = "appservicelink-service";
+/// Where the cluster's own DNS and system Services live: never converted.
+pub const SYSTEM_NAMESPACE: &str = "kube-system";
 
 /// Why the duty stopped.
 #[derive(Debug, thiserror::Error)]
@@ -149,6 +151,8 @@ pub enum SkipReason {
     ExternalName,
     /// Already a public LoadBalancer; converting it changes who can reach it.
     PublicLoadBalancer,
+    /// In `kube-system`, next to the cluster's own DNS.
+    SystemNamespace,
 }
 
 impl SkipReason {
@@ -159,6 +163,9 @@ impl SkipReason {
             Self::ExternalName => "ExternalName Service is a DNS alias and cannot be a load balancer",
             Self::PublicLoadBalancer => {
                 "already a public LoadBalancer; set spec.services.allowPublicLoadBalancerConversion to make it internal"
+            }
+            Self::SystemNamespace => {
+                "in kube-system, where the cluster's own DNS and system Services live; the operator never converts Services there"
             }
         }
     }
@@ -185,6 +192,9 @@ pub enum ServicePlan {
 /// the Service according to its annotation, with that link's settings, when it is another link that
 /// still selects the Service.
 pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -> ServicePlan {
+    if in_system_namespace(svc) {
+        return ServicePlan::Skip(SkipReason::SystemNamespace);
+    }
     if let Some(holder) = holder.filter(|h| h.link != want.link) {
         return if holder.subnet == want.subnet {
             ServicePlan::SharedWith(holder.link.clone())
@@ -399,6 +409,10 @@ fn service_type(svc: &Service) -> &str {
         .unwrap_or("ClusterIP")
 }
 
+fn in_system_namespace(svc: &Service) -> bool {
+    svc.metadata.namespace.as_deref() == Some(SYSTEM_NAMESPACE)
+}
+
 fn is_headless(svc: &Service) -> bool {
     svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some("None")
 }
@@ -526,16 +540,20 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<ServicesO
         };
         entries.push(entry);
     }
-    for svc in all
-        .iter()
-        .filter(|s| holder(s) == Some(want.link.as_str()) && !selects(ctx, link, s))
-    {
+    for svc in all.iter().filter(|s| lets_go(ctx, link, s)) {
         release(ctx, link, svc).await?;
     }
     Ok(ServicesOutcome {
         duty: duty_status(&entries),
         entries,
     })
+}
+
+/// True when the link holds `svc` but must let it go: it no longer selects it, or it is in
+/// `kube-system` (converted before the operator refused Services there).
+fn lets_go(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
+    holder(svc) == Some(link.name_any().as_str())
+        && (!selects(ctx, link, svc) || in_system_namespace(svc))
 }
 
 /// Lets go of every Service the link holds (the link is being deleted).
@@ -555,10 +573,10 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
 /// Hands `svc` over to another live link that selects it, or restores it.
 async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<(), Error> {
     let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-    let next = ctx
-        .valid_links()
-        .into_iter()
-        .find(|l| l.name_any() != link.name_any() && selects(ctx, l, svc));
+    // A Service in kube-system goes back as it was, never over to another link.
+    let next = ctx.valid_links().into_iter().find(|l| {
+        l.name_any() != link.name_any() && selects(ctx, l, svc) && !in_system_namespace(svc)
+    });
     if let Some(next) = next {
         let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
         if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))

@@ -1,5 +1,6 @@
 //! Trust boundaries: what the operator reads back (annotations on Services, its own status) never
-//! makes it do what no link asked for, and selectors that match everything are refused.
+//! makes it do what no link asked for; selectors that match everything and Services in `kube-system`
+//! are refused.
 
 use serde_json::{json, Value};
 
@@ -258,4 +259,41 @@ async fn selectors_that_match_every_service_are_refused() {
         "no Service touched: {:?}",
         describe(&service_writes)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_in_kube_system_is_never_converted() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: kube-dns
+  namespace: kube-system
+  labels: {k8s-app: kube-dns, appservicelink.io/expose: "true"}
+spec:
+  selector: {k8s-app: kube-dns}
+  ports: [{name: dns, port: 53, protocol: UDP}, {name: dns-tcp, port: 53, protocol: TCP}]
+"#,
+    );
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    let entry = service_entry(&h, "web", "kube-system", "kube-dns").expect("kube-dns is listed");
+    assert_eq!(entry["state"], "Skipped", "{entry}");
+    assert!(
+        entry["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("kube-system"),
+        "{entry}"
+    );
+    let kube_dns = h.service("kube-system", "kube-dns").unwrap();
+    assert_eq!(svc_type(&kube_dns), "ClusterIP", "{kube_dns}");
+    assert_eq!(
+        writes_to(&h, "/namespaces/kube-system/services/kube-dns"),
+        Vec::<String>::new()
+    );
+    let api = service_entry(&h, "web", "shop", "api").unwrap();
+    assert_eq!(api["state"], "Linked", "the others are linked: {api}");
 }

@@ -344,3 +344,29 @@ fn a_forged_link_annotation_holds_nothing_and_skips_no_check() {
         ServicePlan::Skip(SkipReason::PublicLoadBalancer)
     );
 }
+
+#[test]
+fn a_service_in_kube_system_is_skipped_whoever_holds_it() {
+    let mut kube_dns = cluster_ip(json!({}));
+    kube_dns.metadata.namespace = Some(SYSTEM_NAMESPACE.into());
+    assert_eq!(
+        plan(&kube_dns, &want("web", None), None),
+        ServicePlan::Skip(SkipReason::SystemNamespace)
+    );
+    let ServicePlan::Apply(body) = plan(&cluster_ip(json!({})), &want("web", None), None) else {
+        panic!()
+    };
+    let mut converged_earlier = converged(&kube_dns, &body);
+    converged_earlier.metadata.namespace = Some(SYSTEM_NAMESPACE.into());
+    assert_eq!(
+        plan(
+            &converged_earlier,
+            &want("web", None),
+            Some(&want("web", None))
+        ),
+        ServicePlan::Skip(SkipReason::SystemNamespace)
+    );
+    assert!(SkipReason::SystemNamespace
+        .message()
+        .contains("kube-system"));
+}
