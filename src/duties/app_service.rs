@@ -178,6 +178,17 @@ fn site_ref(target: &AppServiceTarget) -> SiteRef {
     }
 }
 
+/// True when two ARM resource ids name the same resource: ARM compares them case-insensitively, so
+/// `RG-Web/Contoso-Web` and `rg-web/contoso-web` are one site.
+fn same_site(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// A resource id in the one spelling used to compare and deduplicate.
+fn site_key(resource_id: &str) -> String {
+    resource_id.to_ascii_lowercase()
+}
+
 /// Parses an entry's resource id back into a site reference.
 fn site_of(resource_id: &str) -> Option<SiteRef> {
     let parts: Vec<&str> = resource_id.trim_start_matches('/').split('/').collect();
@@ -321,19 +332,26 @@ pub async fn reconcile(
     let wanted_ids: BTreeSet<String> = spec
         .targets
         .iter()
-        .map(|t| site_ref(t).resource_id())
+        .map(|t| site_key(&site_ref(t).resource_id()))
         .collect();
     for target in dedup(&spec.targets) {
         let site = site_ref(target);
         let id = site.resource_id();
-        let mut entry =
-            old.iter()
-                .find(|e| e.resource_id == id)
-                .cloned()
-                .unwrap_or(AppServiceStatus {
+        let mut entry = match old.iter().find(|e| same_site(&e.resource_id, &id)) {
+            // Respelled in the spec: the same site, its record kept, reported as the spec spells it.
+            Some(known) if known.resource_id != id => {
+                ctx.metrics.forget_app_service(&known.resource_id);
+                AppServiceStatus {
                     resource_id: id.clone(),
-                    ..Default::default()
-                });
+                    ..known.clone()
+                }
+            }
+            Some(known) => known.clone(),
+            None => AppServiceStatus {
+                resource_id: id.clone(),
+                ..Default::default()
+            },
+        };
         if let Some(holder) = other_keeper(ctx, link, &id) {
             // Two links writing one App Service would flap it (and restart the app) forever.
             entry.in_sync = false;
@@ -370,7 +388,10 @@ pub async fn reconcile(
         entries.push(entry);
     }
     // Targets that left the spec: put their settings back, then forget them.
-    for gone in old.iter().filter(|e| !wanted_ids.contains(&e.resource_id)) {
+    for gone in old
+        .iter()
+        .filter(|e| !wanted_ids.contains(&site_key(&e.resource_id)))
+    {
         if let Err(err) = let_go(ctx, link, arm, gone).await {
             let mut entry = gone.clone();
             entry.in_sync = false;
@@ -400,7 +421,7 @@ fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String
         l.status.as_ref().is_some_and(|s| {
             s.app_services
                 .iter()
-                .any(|e| e.resource_id == id && !e.previous.is_empty())
+                .any(|e| same_site(&e.resource_id, id) && !e.previous.is_empty())
         })
     };
     let rank = |l: &AppServiceLink| {
@@ -418,7 +439,7 @@ fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String
                 .app_services
                 .targets
                 .iter()
-                .any(|t| site_ref(t).resource_id() == id)
+                .any(|t| same_site(&site_ref(t).resource_id(), id))
         })
         .collect();
     naming.sort_by_key(|l| rank(l));
@@ -430,7 +451,7 @@ fn dedup(targets: &[AppServiceTarget]) -> Vec<&AppServiceTarget> {
     let mut seen = BTreeSet::new();
     targets
         .iter()
-        .filter(|t| seen.insert(site_ref(t).resource_id()))
+        .filter(|t| seen.insert(site_key(&site_ref(t).resource_id())))
         .collect()
 }
 
@@ -512,7 +533,11 @@ async fn persist_previous(
     list.push(entry.clone());
     let rest: Vec<AppServiceStatus> = old
         .iter()
-        .filter(|e| !list.iter().any(|x| x.resource_id == e.resource_id))
+        .filter(|e| {
+            !list
+                .iter()
+                .any(|x| same_site(&x.resource_id, &e.resource_id))
+        })
         .cloned()
         .collect();
     list.extend(rest);

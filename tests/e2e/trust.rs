@@ -1,7 +1,10 @@
 //! Trust boundaries: what the operator reads back (annotations on Services, its own status) never
 //! makes it do what no link asked for; selectors that match everything and Services in `kube-system`
-//! are refused.
+//! are refused; and an App Service is written by one link, however its id is spelled.
 
+use std::collections::BTreeMap;
+
+use azure_sim::SiteId;
 use serde_json::{json, Value};
 
 use crate::harness::{describe, Harness};
@@ -9,6 +12,7 @@ use crate::harness::{describe, Harness};
 const INTERNAL: &str = "service.beta.kubernetes.io/azure-load-balancer-internal";
 const LINK: &str = "appservicelink.io/link";
 const PREVIOUS: &str = "appservicelink.io/previous-state";
+const SUB: &str = "6f1c2b3a-0000-4000-8000-000000000001";
 
 /// A previous-state record claiming the Service was a public load balancer.
 const PUBLIC_RECORD: &str = r#"{"type":"LoadBalancer","annotations":{"service.beta.kubernetes.io/azure-load-balancer-internal":null,"service.beta.kubernetes.io/azure-load-balancer-internal-subnet":null}}"#;
@@ -38,6 +42,17 @@ fn web_link() -> String {
         "{staticIP: 10.240.0.53}",
         "",
     )
+}
+
+/// `spec.appServices` in AppSettings mode with these (resourceGroup, name) targets.
+fn targets(sites: &[(&str, &str)]) -> String {
+    let mut yaml = String::from("  appServices:\n    dnsMode: AppSettings\n    targets:\n");
+    for (rg, name) in sites {
+        yaml.push_str(&format!(
+            "      - {{subscriptionId: {SUB}, resourceGroup: {rg}, name: {name}}}\n"
+        ));
+    }
+    yaml
 }
 
 fn service_yaml(name: &str, labels: &str, annotations: &Value, spec: &str) -> String {
@@ -296,4 +311,128 @@ spec:
     );
     let api = service_entry(&h, "web", "shop", "api").unwrap();
     assert_eq!(api["state"], "Linked", "the others are linked: {api}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// App Services
+// ---------------------------------------------------------------------------------------------
+
+fn site() -> SiteId {
+    SiteId::new(SUB, "rg-web", "contoso-web")
+}
+
+fn customer_settings() -> BTreeMap<String, String> {
+    [("WEBSITE_RUN_FROM_PACKAGE", "1"), ("Db", "Server=db")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+async fn with_site(resync_seconds: &str) -> Harness {
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    h.azure().add_site(site(), customer_settings());
+    h.operator_args(&["--resync-seconds", resync_seconds]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h
+}
+
+fn app_settings_puts(h: &Harness) -> usize {
+    h.azure()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/config/appsettings"))
+        .count()
+}
+
+/// Waits until the operator has read the site at least `n` more times (a resync each).
+async fn resyncs(h: &Harness, n: usize) {
+    let start = h.azure().requests().len();
+    h.eventually(&format!("{n} more resyncs"), |h| {
+        (h.azure().requests().len() >= start + 2 * n).then_some(())
+    })
+    .await;
+}
+
+fn dns_server(h: &Harness) -> Option<String> {
+    h.azure()
+        .app_settings(&site())?
+        .get("WEBSITE_DNS_SERVER")
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_site_spelled_two_ways_is_written_once_by_one_link() {
+    let mut h = with_site("2").await;
+    h.outside_chart_defaults("DNS Service second-dns: the chart value rbac.dnsServiceNames");
+    // One link naming the site twice, in two casings: one target.
+    h.apply(&link(
+        "web",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "mydomain.local",
+        "{staticIP: 10.240.0.53}",
+        &targets(&[("RG-Web", "Contoso-Web"), ("rg-web", "contoso-web")]),
+    ));
+    h.eventually("AppServicesReady=True", |h| {
+        h.condition("web", "AppServicesReady")
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    let entries = h.link("web").unwrap()["status"]["appServices"].clone();
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+
+    // A second link naming it in a third casing keeps off it.
+    h.apply(&link(
+        "second",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "second.local",
+        "{name: second-dns, staticIP: 10.240.0.77}",
+        &targets(&[("rg-web", "CONTOSO-WEB")]),
+    ));
+    let (_, _, message) = h
+        .eventually("the second link reports the conflict", |h| {
+            h.condition("second", "AppServicesReady")
+                .filter(|c| c.1 == "AppServiceConflict")
+        })
+        .await;
+    assert!(message.contains("AppServiceLink web"), "{message}");
+
+    // The first link respelling its target is the same site: nothing restored, nothing rewritten.
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        &json!({"spec": {"appServices": {"targets": [
+            {"subscriptionId": SUB, "resourceGroup": "rg-web", "name": "contoso-web"}
+        ]}}})
+        .to_string(),
+    ]);
+    resyncs(&h, 4).await;
+    assert_eq!(dns_server(&h).as_deref(), Some("10.240.0.53"));
+    assert_eq!(
+        app_settings_puts(&h),
+        1,
+        "the site was written once: {:?}",
+        h.azure()
+            .writes()
+            .iter()
+            .map(|r| format!("{} {} {:?}", r.method, r.path, r.body))
+            .collect::<Vec<_>>()
+    );
+    let entry = h.link("web").unwrap()["status"]["appServices"][0].clone();
+    assert_eq!(
+        entry["previous"],
+        json!({"WEBSITE_DNS_SERVER": ""}),
+        "the restore record survived the respelling: {entry}"
+    );
+    h.kubectl_ok(&["delete", "asl", "second", "--timeout=30s"]);
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    assert_eq!(
+        h.azure().app_settings(&site()).unwrap(),
+        customer_settings()
+    );
 }

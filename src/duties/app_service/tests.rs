@@ -131,3 +131,28 @@ fn resource_ids_round_trip() {
     }
     assert_eq!(site_of("/subscriptions/s/resourceGroups/rg"), None);
 }
+
+#[test]
+fn one_site_spelled_two_ways_is_one_target() {
+    let target = |rg: &str, name: &str, slot: Option<&str>| AppServiceTarget {
+        subscription_id: "6f1c2b3a-0000-4000-8000-00000000000A".into(),
+        resource_group: rg.into(),
+        name: name.into(),
+        slot: slot.map(str::to_string),
+    };
+    let targets = [
+        target("RG-Web", "Contoso-Web", None),
+        target("rg-web", "contoso-web", None),
+        target("rg-web", "contoso-web", Some("Staging")),
+        target("RG-WEB", "CONTOSO-WEB", Some("staging")),
+        target("rg-web", "contoso-api", None),
+    ];
+    let kept: Vec<&AppServiceTarget> = dedup(&targets);
+    assert_eq!(kept, vec![&targets[0], &targets[2], &targets[4]]);
+    let id = |t: &AppServiceTarget| site_ref(t).resource_id();
+    assert!(same_site(&id(&targets[0]), &id(&targets[1])));
+    assert!(!same_site(&id(&targets[0]), &id(&targets[2])));
+    let mut lowered = targets[3].clone();
+    lowered.subscription_id = lowered.subscription_id.to_lowercase();
+    assert_eq!(site_key(&id(&targets[3])), site_key(&id(&lowered)));
+}
