@@ -415,7 +415,8 @@ pub async fn reconcile(
 }
 
 /// The link that keeps the App Service `id` when several name it, if that is not `link`: one that
-/// already changed it (the first keeps it), else the oldest.
+/// already changed it (the first keeps it), else the oldest. Only valid links count: an invalid one
+/// writes nothing, so it must not keep a site from the link that would.
 fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String> {
     let holds = |l: &AppServiceLink| {
         l.status.as_ref().is_some_and(|s| {
@@ -432,7 +433,7 @@ fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String
         )
     };
     let mut naming: Vec<_> = ctx
-        .live_links()
+        .valid_links()
         .into_iter()
         .filter(|l| {
             l.spec

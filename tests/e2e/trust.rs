@@ -436,3 +436,39 @@ async fn one_site_spelled_two_ways_is_written_once_by_one_link() {
         customer_settings()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_link_never_keeps_an_app_service_from_a_valid_one() {
+    let h = with_site("3600").await;
+    let mut crd: Value = serde_norway::from_str(crate::harness::CRD).unwrap();
+    crate::harness::strip_validations(&mut crd);
+    h.apply(&serde_norway::to_string(&crd).unwrap());
+    // Older, and first by name: it would keep the site if invalid links counted.
+    h.apply(&link(
+        "a-invalid",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "\"Not A Zone\"",
+        "{}",
+        &targets(&[("rg-web", "contoso-web")]),
+    ));
+    h.eventually("InvalidSpec", |h| {
+        h.condition("a-invalid", "Ready")
+            .filter(|c| c.1 == "InvalidSpec")
+    })
+    .await;
+    h.apply(&link(
+        "web",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "mydomain.local",
+        "{staticIP: 10.240.0.53}",
+        &targets(&[("rg-web", "contoso-web")]),
+    ));
+    let (_, reason, message) = h
+        .eventually("web's App Services settled", |h| {
+            h.condition("web", "AppServicesReady")
+                .filter(|c| c.1 == "InSync" || c.1 == "AppServiceConflict")
+        })
+        .await;
+    assert_eq!(reason, "InSync", "{message}");
+    assert_eq!(dns_server(&h).as_deref(), Some("10.240.0.53"));
+}
