@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::azure::arm::{ArmClient, ArmError, SiteRef};
+use crate::azure::arm::{ArmClient, ArmError, SiteDns, SiteRef};
 use crate::context::{Context, DRY_RUN_PREFIX};
 use crate::crd::{
     AppServiceDnsMode, AppServiceLink, AppServiceStatus, AppServiceTarget, DeletionPolicy,
@@ -475,6 +475,13 @@ async fn sync(
         restore(arm, site, &entry.previous).await?;
         entry.previous.clear();
     }
+    // The site property takes precedence over the app setting: writing the setting then changes
+    // nothing but restarts the app, so look before writing.
+    if mode == AppServiceDnsMode::AppSettings
+        && overridden_by_site(entry, &arm.get_site_dns(site).await?)
+    {
+        return Ok(());
+    }
     let wanted = desired(mode, ip, spec.alternate_dns_server.as_deref());
     let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
     let changing = changes(&current, &wanted);
@@ -501,25 +508,33 @@ async fn sync(
         entry.last_sync_time = Some(Time(Timestamp::now()));
         ctx.event(link, EventType::Normal, "AppServiceUpdated", note)
             .await;
+        // Someone may have set the site property between the look and the write.
+        if mode == AppServiceDnsMode::AppSettings
+            && overridden_by_site(entry, &arm.get_site_dns(site).await?)
+        {
+            return Ok(());
+        }
     }
     entry.dns_server = Some(ip.to_string());
     entry.in_sync = true;
     entry.message = None;
-    if mode == AppServiceDnsMode::AppSettings {
-        let site_dns = arm.get_site_dns(site).await?;
-        if !site_dns.dns_servers.is_empty() {
-            entry.in_sync = false;
-            entry.dns_server = Some(site_dns.dns_servers.join(","));
-            entry.message = Some(format!(
-                "the site property dnsConfiguration.dnsServers ({}) takes precedence over {DNS_SERVER_SETTING}, so the app ignores the DNS Service; clear dnsConfiguration.dnsServers on the site, or set spec.appServices.dnsMode to SiteDnsConfiguration",
-                site_dns.dns_servers.join(",")
-            ));
-        }
-    }
-    if entry.in_sync {
-        ctx.metrics.app_service_in_sync(&entry.resource_id);
-    }
+    ctx.metrics.app_service_in_sync(&entry.resource_id);
     Ok(())
+}
+
+/// In `AppSettings` mode: when the site's `dnsConfiguration.dnsServers` is set, the app ignores
+/// `WEBSITE_DNS_SERVER`. Reports it in `entry` and returns true.
+fn overridden_by_site(entry: &mut AppServiceStatus, site_dns: &SiteDns) -> bool {
+    if site_dns.dns_servers.is_empty() {
+        return false;
+    }
+    let servers = site_dns.dns_servers.join(",");
+    entry.in_sync = false;
+    entry.dns_server = Some(servers.clone());
+    entry.message = Some(format!(
+        "the site property dnsConfiguration.dnsServers ({servers}) takes precedence over {DNS_SERVER_SETTING}, so the app ignores the DNS Service and the operator does not write it (that would only restart the app); clear dnsConfiguration.dnsServers on the site, or set spec.appServices.dnsMode to SiteDnsConfiguration"
+    ));
+    true
 }
 
 /// Writes the `appServices` status with a new previous-values record, before the ARM write.

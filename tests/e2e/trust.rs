@@ -1,6 +1,7 @@
 //! Trust boundaries: what the operator reads back (annotations on Services, its own status) never
 //! makes it do what no link asked for; selectors that match everything and Services in `kube-system`
-//! are refused; and an App Service is written by one link, however its id is spelled.
+//! are refused; and an App Service is written only when the write takes effect, by one link, however
+//! its id is spelled.
 
 use std::collections::BTreeMap;
 
@@ -471,4 +472,46 @@ async fn an_invalid_link_never_keeps_an_app_service_from_a_valid_one() {
         .await;
     assert_eq!(reason, "InSync", "{message}");
     assert_eq!(dns_server(&h).as_deref(), Some("10.240.0.53"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_whose_dns_configuration_overrides_the_app_setting_is_not_restarted_for_nothing() {
+    let h = with_site("2").await;
+    h.azure()
+        .set_dns_configuration(&site(), json!({"dnsServers": ["10.9.9.9"]}))
+        .unwrap();
+    h.apply(&link(
+        "web",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "mydomain.local",
+        "{staticIP: 10.240.0.53}",
+        &targets(&[("rg-web", "contoso-web")]),
+    ));
+    let (_, _, message) = h
+        .eventually("the override reported", |h| {
+            h.condition("web", "AppServicesReady")
+                .filter(|c| c.1 == "SiteDnsConfigurationOverrides")
+        })
+        .await;
+    assert!(message.contains("dnsConfiguration"), "{message}");
+    resyncs(&h, 2).await;
+    assert_eq!(
+        app_settings_puts(&h),
+        0,
+        "an app-settings write the site ignores only restarts the app"
+    );
+    assert_eq!(
+        h.azure().app_settings(&site()).unwrap(),
+        customer_settings()
+    );
+
+    // Once the site property is cleared, the setting is written, once.
+    h.azure().set_dns_configuration(&site(), json!({})).unwrap();
+    h.eventually("in sync", |h| {
+        h.condition("web", "AppServicesReady")
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    assert_eq!(dns_server(&h).as_deref(), Some("10.240.0.53"));
+    assert_eq!(app_settings_puts(&h), 1);
 }

@@ -156,3 +156,31 @@ fn one_site_spelled_two_ways_is_one_target() {
     lowered.subscription_id = lowered.subscription_id.to_lowercase();
     assert_eq!(site_key(&id(&targets[3])), site_key(&id(&lowered)));
 }
+
+#[test]
+fn a_site_dns_configuration_is_reported_as_overriding_the_app_setting() {
+    let mut entry = AppServiceStatus {
+        resource_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/web".into(),
+        in_sync: true,
+        ..Default::default()
+    };
+    let unset = SiteDns {
+        dns_servers: vec![],
+        dns_alt_server: Some("168.63.129.16".into()),
+    };
+    assert!(!overridden_by_site(&mut entry, &unset));
+    assert!(entry.in_sync && entry.message.is_none());
+    let set = SiteDns {
+        dns_servers: vec!["10.9.9.9".into(), "10.9.9.10".into()],
+        dns_alt_server: None,
+    };
+    assert!(overridden_by_site(&mut entry, &set));
+    assert!(!entry.in_sync);
+    assert_eq!(entry.dns_server.as_deref(), Some("10.9.9.9,10.9.9.10"));
+    let message = entry.message.unwrap();
+    assert!(
+        message.contains("dnsConfiguration.dnsServers (10.9.9.9,10.9.9.10)")
+            && message.contains("SiteDnsConfiguration"),
+        "{message}"
+    );
+}
