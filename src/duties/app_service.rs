@@ -115,10 +115,14 @@ pub fn record_previous(
     added
 }
 
-/// The values that put back what `previous` recorded (an empty record means "was absent").
-pub fn restoring(previous: &BTreeMap<String, String>) -> Values {
+/// The values that put back what `previous` recorded for `mode`'s settings (an empty record means
+/// "was absent"). Only the two settings the operator writes in that mode are ever put back: the
+/// record is read back from status, and a key anyone added there is not the operator's to write.
+pub fn restoring(mode: AppServiceDnsMode, previous: &BTreeMap<String, String>) -> Values {
+    let (server_key, alt_key) = keys(mode);
     previous
         .iter()
+        .filter(|(key, _)| *key == server_key || *key == alt_key)
         .map(|(key, value)| (key.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect()
 }
@@ -263,28 +267,38 @@ async fn write(
 }
 
 fn mode_of_keys(previous: &BTreeMap<String, String>) -> AppServiceDnsMode {
-    if previous.keys().any(|k| k.starts_with("dnsConfiguration.")) {
+    if previous.contains_key(SITE_DNS_SERVERS) || previous.contains_key(SITE_DNS_ALT_SERVER) {
         AppServiceDnsMode::SiteDnsConfiguration
     } else {
         AppServiceDnsMode::AppSettings
     }
 }
 
-/// Puts back what `previous` recorded. Returns true when something was written.
+/// Puts back what `previous` recorded of the operator's own settings. Returns true when something
+/// was written.
 async fn restore(
     arm: &ArmClient,
     site: &SiteRef,
     previous: &BTreeMap<String, String>,
 ) -> Result<bool, ArmError> {
-    let mode = mode_of_keys(previous);
-    let wanted = restoring(previous);
-    let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
-    let changing = changes(&current, &wanted);
-    if changing.is_empty() {
-        return Ok(false);
+    let mut wrote = false;
+    // A record holds one mode's settings; a hand-edited one may hold both.
+    for mode in [
+        AppServiceDnsMode::AppSettings,
+        AppServiceDnsMode::SiteDnsConfiguration,
+    ] {
+        let wanted = restoring(mode, previous);
+        if wanted.is_empty() {
+            continue;
+        }
+        let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
+        let changing = changes(&current, &wanted);
+        if !changing.is_empty() {
+            write(arm, mode, site, settings.as_ref(), &changing).await?;
+            wrote = true;
+        }
     }
-    write(arm, mode, site, settings.as_ref(), &changing).await?;
-    Ok(true)
+    Ok(wrote)
 }
 
 /// Points every target at `dns_server_ip`, restores targets that left the spec, and reports.

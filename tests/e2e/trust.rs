@@ -515,3 +515,44 @@ async fn a_site_whose_dns_configuration_overrides_the_app_setting_is_not_restart
     assert_eq!(dns_server(&h).as_deref(), Some("10.240.0.53"));
     assert_eq!(app_settings_puts(&h), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_operators_own_dns_settings_are_restored_from_status() {
+    let h = with_site("3600").await;
+    h.apply(&link(
+        "web",
+        r#"{matchLabels: {appservicelink.io/expose: "true"}}"#,
+        "mydomain.local",
+        "{staticIP: 10.240.0.53}",
+        &targets(&[("rg-web", "contoso-web")]),
+    ));
+    h.eventually("AppServicesReady=True", |h| {
+        h.condition("web", "AppServicesReady")
+            .filter(|c| c.0 == "True")
+    })
+    .await;
+    // Someone with access to the link's status adds a setting to the restore record.
+    let mut entries = h.link("web").unwrap()["status"]["appServices"].clone();
+    entries[0]["previous"]["WEBSITE_RUN_FROM_PACKAGE"] = json!("https://evil.example/app.zip");
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--subresource",
+        "status",
+        "--type",
+        "merge",
+        "-p",
+        &json!({"status": {"appServices": entries}}).to_string(),
+    ]);
+    assert_eq!(
+        h.link("web").unwrap()["status"]["appServices"][0]["previous"]["WEBSITE_RUN_FROM_PACKAGE"],
+        "https://evil.example/app.zip"
+    );
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    assert_eq!(
+        h.azure().app_settings(&site()).unwrap(),
+        customer_settings(),
+        "WEBSITE_DNS_SERVER removed as it was absent; nothing else written"
+    );
+}

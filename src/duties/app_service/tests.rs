@@ -89,12 +89,41 @@ fn previous_values_are_recorded_once_and_restored() {
         &desired(AppServiceDnsMode::AppSettings, "10.240.0.99", None)
     ));
     assert_eq!(
-        restoring(&previous),
+        restoring(AppServiceDnsMode::AppSettings, &previous),
         values(&[
             ("WEBSITE_DNS_SERVER", Some("10.0.0.10")),
             ("WEBSITE_DNS_ALT_SERVER", None)
         ])
     );
+}
+
+#[test]
+fn only_the_operators_own_settings_are_restored_from_a_record() {
+    let previous: BTreeMap<String, String> = [
+        ("WEBSITE_DNS_SERVER", ""),
+        ("WEBSITE_RUN_FROM_PACKAGE", "https://evil.example/app.zip"),
+        ("dnsConfiguration.dnsAltServer", "168.63.129.16"),
+        ("dnsConfiguration.dnsRetryAttemptCount", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        restoring(AppServiceDnsMode::AppSettings, &previous),
+        values(&[("WEBSITE_DNS_SERVER", None)])
+    );
+    assert_eq!(
+        restoring(AppServiceDnsMode::SiteDnsConfiguration, &previous),
+        values(&[(SITE_DNS_ALT_SERVER, Some("168.63.129.16"))])
+    );
+    let foreign_only = BTreeMap::from([("dnsConfiguration.other".to_string(), "x".to_string())]);
+    assert_eq!(mode_of_keys(&foreign_only), AppServiceDnsMode::AppSettings);
+    for mode in [
+        AppServiceDnsMode::AppSettings,
+        AppServiceDnsMode::SiteDnsConfiguration,
+    ] {
+        assert!(restoring(mode, &foreign_only).is_empty());
+    }
 }
 
 #[test]
