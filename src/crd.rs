@@ -45,10 +45,11 @@ pub struct AppServiceLinkSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ServiceSelection {
-    /// Label selector for the Services to expose. It must not be empty: an empty selector would
-    /// expose every Service in the cluster.
+    /// Label selector for the Services to expose. It must require a label (`matchLabels`, or an `In`
+    /// or `Exists` expression): an empty selector, or one of only `NotIn` and `DoesNotExist`
+    /// expressions, would expose every Service in the cluster without those labels.
     #[schemars(schema_with = "bounded_label_selector")]
-    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)").message("must not be empty: an empty selector would expose every Service in the cluster"))]
+    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && self.matchExpressions.exists(e, e.operator == 'In' || e.operator == 'Exists'))").message(crate::validation::SELECTOR_MESSAGE))]
     pub selector: LabelSelector,
     /// Restricts the selection to namespaces whose labels match. All namespaces when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -313,7 +314,7 @@ pub enum LinkedServiceState {
     /// The Service is converted; Azure has not assigned its IP yet.
     #[default]
     Pending,
-    /// The Service cannot or may not be converted (headless, ExternalName, public without opt-in).
+    /// The Service cannot or may not be converted (headless, ExternalName, public without opt-in, in kube-system).
     Skipped,
     /// Another link or another field manager holds the Service.
     Conflict,

@@ -28,11 +28,8 @@ fn invalid(field: impl Into<String>, message: &str) -> InvalidField {
 /// Every rule a link's spec breaks, in field order. Empty when the spec is valid.
 pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
     let mut errors = Vec::new();
-    if selector_is_empty(&spec.services.selector) {
-        errors.push(invalid(
-            "spec.services.selector",
-            "must not be empty: an empty selector would expose every Service in the cluster",
-        ));
+    if selector_matches_everything(&spec.services.selector) {
+        errors.push(invalid("spec.services.selector", SELECTOR_MESSAGE));
     }
     check_selector_bounds(
         &mut errors,
@@ -92,6 +89,9 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
     }
     errors
 }
+
+/// The message for a selector that requires no label, shared with the CEL rule.
+pub const SELECTOR_MESSAGE: &str = "must require a label: an empty selector, or one of only NotIn and DoesNotExist expressions, matches every Service without those labels in the cluster; use matchLabels, or an In or Exists expression";
 
 /// The message for a bad zone, shared with the CEL rule.
 pub const ZONE_MESSAGE: &str = "must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters";
@@ -188,13 +188,16 @@ fn check_target(errors: &mut Vec<InvalidField>, path: &str, target: &AppServiceT
     }
 }
 
-/// True when a selector selects everything.
-pub fn selector_is_empty(selector: &LabelSelector) -> bool {
+/// True when a selector requires no label at all, so it selects every Service that lacks a few
+/// labels: an empty one, or one of only `NotIn` and `DoesNotExist` expressions. Only `matchLabels`,
+/// `In` and `Exists` require a label.
+pub fn selector_matches_everything(selector: &LabelSelector) -> bool {
     selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
         && selector
             .match_expressions
-            .as_ref()
-            .is_none_or(|e| e.is_empty())
+            .iter()
+            .flatten()
+            .all(|e| !matches!(e.operator.as_str(), "In" | "Exists"))
 }
 
 /// A lower-case DNS name of RFC 1123 labels, at most 253 characters, no trailing dot.

@@ -15,7 +15,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::azure::arm::{ArmClient, ArmError, SiteRef};
+use crate::azure::arm::{ArmClient, ArmError, SiteDns, SiteRef};
 use crate::context::{Context, DRY_RUN_PREFIX};
 use crate::crd::{
     AppServiceDnsMode, AppServiceLink, AppServiceStatus, AppServiceTarget, DeletionPolicy,
@@ -124,10 +124,14 @@ pub fn record_previous(
     added
 }
 
-/// The values that put back what `previous` recorded (an empty record means "was absent").
-pub fn restoring(previous: &BTreeMap<String, String>) -> Values {
+/// The values that put back what `previous` recorded for `mode`'s settings (an empty record means
+/// "was absent"). Only the two settings the operator writes in that mode are ever put back: the
+/// record is read back from status, and a key anyone added there is not the operator's to write.
+pub fn restoring(mode: AppServiceDnsMode, previous: &BTreeMap<String, String>) -> Values {
+    let (server_key, alt_key) = keys(mode);
     previous
         .iter()
+        .filter(|(key, _)| *key == server_key || *key == alt_key)
         .map(|(key, value)| (key.clone(), Some(value.clone()).filter(|v| !v.is_empty())))
         .collect()
 }
@@ -185,6 +189,17 @@ fn site_ref(target: &AppServiceTarget) -> SiteRef {
         name: target.name.clone(),
         slot: target.slot.clone(),
     }
+}
+
+/// True when two ARM resource ids name the same resource: ARM compares them case-insensitively, so
+/// `RG-Web/Contoso-Web` and `rg-web/contoso-web` are one site.
+fn same_site(a: &str, b: &str) -> bool {
+    a.eq_ignore_ascii_case(b)
+}
+
+/// A resource id in the one spelling used to compare and deduplicate.
+fn site_key(resource_id: &str) -> String {
+    resource_id.to_ascii_lowercase()
 }
 
 /// Parses an entry's resource id back into a site reference.
@@ -261,28 +276,38 @@ async fn write(
 }
 
 fn mode_of_keys(previous: &BTreeMap<String, String>) -> AppServiceDnsMode {
-    if previous.keys().any(|k| k.starts_with("dnsConfiguration.")) {
+    if previous.contains_key(SITE_DNS_SERVERS) || previous.contains_key(SITE_DNS_ALT_SERVER) {
         AppServiceDnsMode::SiteDnsConfiguration
     } else {
         AppServiceDnsMode::AppSettings
     }
 }
 
-/// Puts back what `previous` recorded. Returns true when something was written.
+/// Puts back what `previous` recorded of the operator's own settings. Returns true when something
+/// was written.
 async fn restore(
     arm: &ArmClient,
     site: &SiteRef,
     previous: &BTreeMap<String, String>,
 ) -> Result<bool, ArmError> {
-    let mode = mode_of_keys(previous);
-    let wanted = restoring(previous);
-    let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
-    let changing = changes(&current, &wanted);
-    if changing.is_empty() {
-        return Ok(false);
+    let mut wrote = false;
+    // A record holds one mode's settings; a hand-edited one may hold both.
+    for mode in [
+        AppServiceDnsMode::AppSettings,
+        AppServiceDnsMode::SiteDnsConfiguration,
+    ] {
+        let wanted = restoring(mode, previous);
+        if wanted.is_empty() {
+            continue;
+        }
+        let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
+        let changing = changes(&current, &wanted);
+        if !changing.is_empty() {
+            write(arm, mode, site, settings.as_ref(), &changing).await?;
+            wrote = true;
+        }
     }
-    write(arm, mode, site, settings.as_ref(), &changing).await?;
-    Ok(true)
+    Ok(wrote)
 }
 
 /// Points every target at `dns_server_ip`, restores targets that left the spec, and reports.
@@ -330,19 +355,26 @@ pub async fn reconcile(
     let wanted_ids: BTreeSet<String> = spec
         .targets
         .iter()
-        .map(|t| site_ref(t).resource_id())
+        .map(|t| site_key(&site_ref(t).resource_id()))
         .collect();
     for target in dedup(&spec.targets) {
         let site = site_ref(target);
         let id = site.resource_id();
-        let mut entry =
-            old.iter()
-                .find(|e| e.resource_id == id)
-                .cloned()
-                .unwrap_or(AppServiceStatus {
+        let mut entry = match old.iter().find(|e| same_site(&e.resource_id, &id)) {
+            // Respelled in the spec: the same site, its record kept, reported as the spec spells it.
+            Some(known) if known.resource_id != id => {
+                ctx.metrics.forget_app_service(&known.resource_id);
+                AppServiceStatus {
                     resource_id: id.clone(),
-                    ..Default::default()
-                });
+                    ..known.clone()
+                }
+            }
+            Some(known) => known.clone(),
+            None => AppServiceStatus {
+                resource_id: id.clone(),
+                ..Default::default()
+            },
+        };
         if let Some(holder) = other_keeper(ctx, link, &id) {
             // Two links writing one App Service would flap it (and restart the app) forever.
             entry.in_sync = false;
@@ -379,7 +411,10 @@ pub async fn reconcile(
         entries.push(entry);
     }
     // Targets that left the spec: put their settings back, then forget them.
-    for gone in old.iter().filter(|e| !wanted_ids.contains(&e.resource_id)) {
+    for gone in old
+        .iter()
+        .filter(|e| !wanted_ids.contains(&site_key(&e.resource_id)))
+    {
         if let Err(err) = let_go(ctx, link, arm, gone).await {
             let mut entry = gone.clone();
             entry.in_sync = false;
@@ -403,13 +438,14 @@ pub async fn reconcile(
 }
 
 /// The link that keeps the App Service `id` when several name it, if that is not `link`: one that
-/// already changed it (the first keeps it), else the oldest.
+/// already changed it (the first keeps it), else the oldest. Only valid links count: an invalid one
+/// writes nothing, so it must not keep a site from the link that would.
 fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String> {
     let holds = |l: &AppServiceLink| {
         l.status.as_ref().is_some_and(|s| {
             s.app_services
                 .iter()
-                .any(|e| e.resource_id == id && !e.previous.is_empty())
+                .any(|e| same_site(&e.resource_id, id) && !e.previous.is_empty())
         })
     };
     let rank = |l: &AppServiceLink| {
@@ -420,14 +456,14 @@ fn other_keeper(ctx: &Context, link: &AppServiceLink, id: &str) -> Option<String
         )
     };
     let mut naming: Vec<_> = ctx
-        .live_links()
+        .valid_links()
         .into_iter()
         .filter(|l| {
             l.spec
                 .app_services
                 .targets
                 .iter()
-                .any(|t| site_ref(t).resource_id() == id)
+                .any(|t| same_site(&site_ref(t).resource_id(), id))
         })
         .collect();
     naming.sort_by_key(|l| rank(l));
@@ -439,7 +475,7 @@ fn dedup(targets: &[AppServiceTarget]) -> Vec<&AppServiceTarget> {
     let mut seen = BTreeSet::new();
     targets
         .iter()
-        .filter(|t| seen.insert(site_ref(t).resource_id()))
+        .filter(|t| seen.insert(site_key(&site_ref(t).resource_id())))
         .collect()
 }
 
@@ -461,6 +497,13 @@ async fn sync(
     if !entry.previous.is_empty() && mode_of_keys(&entry.previous) != mode {
         restore(arm, site, &entry.previous).await?;
         entry.previous.clear();
+    }
+    // The site property takes precedence over the app setting: writing the setting then changes
+    // nothing but restarts the app, so look before writing.
+    if mode == AppServiceDnsMode::AppSettings
+        && overridden_by_site(entry, &arm.get_site_dns(site).await?)
+    {
+        return Ok(());
     }
     let wanted = desired(mode, ip, spec.alternate_dns_server.as_deref());
     let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
@@ -488,25 +531,33 @@ async fn sync(
         entry.last_sync_time = Some(Time(Timestamp::now()));
         ctx.event(link, EventType::Normal, "AppServiceUpdated", note)
             .await;
+        // Someone may have set the site property between the look and the write.
+        if mode == AppServiceDnsMode::AppSettings
+            && overridden_by_site(entry, &arm.get_site_dns(site).await?)
+        {
+            return Ok(());
+        }
     }
     entry.dns_server = Some(ip.to_string());
     entry.in_sync = true;
     entry.message = None;
-    if mode == AppServiceDnsMode::AppSettings {
-        let site_dns = arm.get_site_dns(site).await?;
-        if !site_dns.dns_servers.is_empty() {
-            entry.in_sync = false;
-            entry.dns_server = Some(site_dns.dns_servers.join(","));
-            entry.message = Some(format!(
-                "the site property dnsConfiguration.dnsServers ({}) takes precedence over {DNS_SERVER_SETTING}, so the app ignores the DNS Service; clear dnsConfiguration.dnsServers on the site, or set spec.appServices.dnsMode to SiteDnsConfiguration",
-                site_dns.dns_servers.join(",")
-            ));
-        }
-    }
-    if entry.in_sync {
-        ctx.metrics.app_service_in_sync(&entry.resource_id);
-    }
+    ctx.metrics.app_service_in_sync(&entry.resource_id);
     Ok(())
+}
+
+/// In `AppSettings` mode: when the site's `dnsConfiguration.dnsServers` is set, the app ignores
+/// `WEBSITE_DNS_SERVER`. Reports it in `entry` and returns true.
+fn overridden_by_site(entry: &mut AppServiceStatus, site_dns: &SiteDns) -> bool {
+    if site_dns.dns_servers.is_empty() {
+        return false;
+    }
+    let servers = site_dns.dns_servers.join(",");
+    entry.in_sync = false;
+    entry.dns_server = Some(servers.clone());
+    entry.message = Some(format!(
+        "the site property dnsConfiguration.dnsServers ({servers}) takes precedence over {DNS_SERVER_SETTING}, so the app ignores the DNS Service and the operator does not write it (that would only restart the app); clear dnsConfiguration.dnsServers on the site, or set spec.appServices.dnsMode to SiteDnsConfiguration"
+    ));
+    true
 }
 
 /// Writes the `appServices` status with a new previous-values record, before the ARM write.
@@ -521,7 +572,11 @@ async fn persist_previous(
     list.push(entry.clone());
     let rest: Vec<AppServiceStatus> = old
         .iter()
-        .filter(|e| !list.iter().any(|x| x.resource_id == e.resource_id))
+        .filter(|e| {
+            !list
+                .iter()
+                .any(|x| same_site(&x.resource_id, &e.resource_id))
+        })
         .cloned()
         .collect();
     list.extend(rest);

@@ -31,6 +31,8 @@ pub const ANNOTATION_LINK: &str = "appservicelink.io/link";
 pub const ANNOTATION_PREVIOUS: &str = "appservicelink.io/previous-state";
 /// Field manager for Service conversions and restores.
 pub const FIELD_MANAGER: &str = "appservicelink-service";
+/// Where the cluster's own DNS and system Services live: never converted.
+pub const SYSTEM_NAMESPACE: &str = "kube-system";
 
 /// Why the duty stopped.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +76,7 @@ pub fn selects(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
         return false;
     }
     let services = &link.spec.services;
-    if validation::selector_is_empty(&services.selector) {
+    if validation::selector_matches_everything(&services.selector) {
         return false;
     }
     let Ok(selector) = Selector::try_from(services.selector.clone()) else {
@@ -131,6 +133,22 @@ impl PreviousState {
     pub fn recorded_on(svc: &Service) -> Option<Self> {
         serde_json::from_str(annotation(svc, ANNOTATION_PREVIOUS)?).ok()
     }
+
+    /// The record on `svc` the operator may act on: one its own field manager wrote, or one that
+    /// cannot make the Service a public load balancer. Anyone who may edit the Service may write the
+    /// annotation, so a record that would expose it to the internet counts only when managedFields
+    /// show the operator set it (any other write that changes it takes that ownership away).
+    pub fn trusted_on(svc: &Service) -> Option<Self> {
+        let record = Self::recorded_on(svc)?;
+        (written_by_us(svc, ANNOTATION_PREVIOUS) || !record.is_public_load_balancer())
+            .then_some(record)
+    }
+
+    /// True when putting this record back makes the Service a public load balancer.
+    pub fn is_public_load_balancer(&self) -> bool {
+        let internal = self.annotations.get(ANNOTATION_INTERNAL).cloned().flatten();
+        self.service_type == "LoadBalancer" && internal.as_deref() != Some("true")
+    }
 }
 
 /// Why a selected Service is left alone.
@@ -142,6 +160,8 @@ pub enum SkipReason {
     ExternalName,
     /// Already a public LoadBalancer; converting it changes who can reach it.
     PublicLoadBalancer,
+    /// In `kube-system`, next to the cluster's own DNS.
+    SystemNamespace,
 }
 
 impl SkipReason {
@@ -152,6 +172,9 @@ impl SkipReason {
             Self::ExternalName => "ExternalName Service is a DNS alias and cannot be a load balancer",
             Self::PublicLoadBalancer => {
                 "already a public LoadBalancer; set spec.services.allowPublicLoadBalancerConversion to make it internal"
+            }
+            Self::SystemNamespace => {
+                "in kube-system, where the cluster's own DNS and system Services live; the operator never converts Services there"
             }
         }
     }
@@ -178,6 +201,9 @@ pub enum ServicePlan {
 /// the Service according to its annotation, with that link's settings, when it is another link that
 /// still selects the Service.
 pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -> ServicePlan {
+    if in_system_namespace(svc) {
+        return ServicePlan::Skip(SkipReason::SystemNamespace);
+    }
     if let Some(holder) = holder.filter(|h| h.link != want.link) {
         return if holder.subnet == want.subnet {
             ServicePlan::SharedWith(holder.link.clone())
@@ -187,7 +213,9 @@ pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -
             }
         };
     }
-    let ours = annotation(svc, ANNOTATION_LINK).is_some();
+    // Only a Service the operator converted itself (its field manager wrote the link annotation) is
+    // exempt from these checks: an annotation anyone can write never skips the public opt-in.
+    let ours = self::holder(svc).is_some();
     if !ours {
         if is_headless(svc) {
             return ServicePlan::Skip(SkipReason::Headless);
@@ -202,7 +230,7 @@ pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -
             return ServicePlan::Skip(SkipReason::PublicLoadBalancer);
         }
     }
-    let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+    let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
     let body = apply_body(svc, want, &previous);
     let differing = differing_fields(svc, want, &previous);
     if differing.is_empty() {
@@ -265,13 +293,6 @@ fn differing_fields(
     want: &LinkSettings,
     previous: &PreviousState,
 ) -> Vec<Vec<String>> {
-    let annotation_path = |key: &str| {
-        vec![
-            "f:metadata".to_string(),
-            "f:annotations".into(),
-            format!("f:{key}"),
-        ]
-    };
     let mut differing = Vec::new();
     if service_type(svc) != "LoadBalancer" {
         differing.push(vec!["f:spec".to_string(), "f:type".into()]);
@@ -289,6 +310,27 @@ fn differing_fields(
         }
     }
     differing
+}
+
+/// The path of the annotation `key` in managedFields terms.
+fn annotation_path(key: &str) -> Vec<String> {
+    vec![
+        "f:metadata".to_string(),
+        "f:annotations".into(),
+        format!("f:{key}"),
+    ]
+}
+
+/// True when the operator's field manager owns the annotation `key` of `svc`: its value is one the
+/// operator wrote, not one someone else set or changed since.
+fn written_by_us(svc: &Service, key: &str) -> bool {
+    let path = annotation_path(key);
+    svc.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| entry.manager.as_deref() == Some(FIELD_MANAGER))
+        .any(|entry| owns(entry.fields_v1.as_ref().map(|f| &f.0), &path))
 }
 
 /// Field managers other than ours that own any of `paths`.
@@ -322,13 +364,14 @@ fn owns(fields: Option<&Value>, path: &[String]) -> bool {
 }
 
 /// The merge patch that puts `svc` back as it was before the conversion, or `None` when the
-/// previous-state record is missing or unreadable (the Service is then left as it is).
+/// previous-state record is missing, unreadable, or not trusted (see [`PreviousState::trusted_on`]);
+/// the Service is then left as it is.
 ///
 /// Going back to ClusterIP: the apiserver clears nodePorts, healthCheckNodePort,
 /// externalTrafficPolicy and allocateLoadBalancerNodePorts itself when the request leaves them
 /// unchanged, but refuses leftover `loadBalancerSourceRanges`, so those are nulled in the same request.
 pub fn restore_patch(svc: &Service) -> Option<Value> {
-    let previous = PreviousState::recorded_on(svc)?;
+    let previous = PreviousState::trusted_on(svc)?;
     let mut annotations = serde_json::Map::new();
     for key in RECORDED_ANNOTATIONS {
         let value = previous.annotations.get(key).cloned().flatten();
@@ -349,9 +392,10 @@ pub fn restore_patch(svc: &Service) -> Option<Value> {
     Some(json!({"metadata": {"annotations": annotations}, "spec": spec}))
 }
 
-/// The link named in the Service's annotation, if any.
+/// The link that converted the Service: the one its annotation names, when the operator's own field
+/// manager wrote that annotation. A link annotation someone else set holds nothing.
 pub fn holder(svc: &Service) -> Option<&str> {
-    annotation(svc, ANNOTATION_LINK)
+    annotation(svc, ANNOTATION_LINK).filter(|_| written_by_us(svc, ANNOTATION_LINK))
 }
 
 /// True when `svc` is an internal load balancer as `want` asks (its IP may still be pending).
@@ -372,6 +416,10 @@ fn service_type(svc: &Service) -> &str {
         .as_ref()
         .and_then(|s| s.type_.as_deref())
         .unwrap_or("ClusterIP")
+}
+
+fn in_system_namespace(svc: &Service) -> bool {
+    svc.metadata.namespace.as_deref() == Some(SYSTEM_NAMESPACE)
 }
 
 fn is_headless(svc: &Service) -> bool {
@@ -528,10 +576,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
         entries.push(entry);
     }
     let mut release_failures = Vec::new();
-    for svc in all
-        .iter()
-        .filter(|s| holder(s) == Some(want.link.as_str()) && !selects(ctx, link, s))
-    {
+    for svc in all.iter().filter(|s| lets_go(ctx, link, s)) {
         if let Err(err) = release(ctx, link, svc).await {
             release_failures.push(err);
         }
@@ -582,6 +627,13 @@ fn failed(entry: &mut LinkedServiceStatus, err: &Error) {
     entry.message = Some(format!("{err}; {}", err.advice()));
 }
 
+/// True when the link holds `svc` but must let it go: it no longer selects it, or it is in
+/// `kube-system` (converted before the operator refused Services there).
+fn lets_go(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
+    holder(svc) == Some(link.name_any().as_str())
+        && (!selects(ctx, link, svc) || in_system_namespace(svc))
+}
+
 /// Lets go of every Service the link holds (the link is being deleted). One refused restore does not
 /// stop the others; the first is returned, so the link keeps its finalizer and retries.
 pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
@@ -603,12 +655,12 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
 /// Hands `svc` over to another live link that selects it, or restores it.
 async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<(), Error> {
     let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-    let next = ctx
-        .valid_links()
-        .into_iter()
-        .find(|l| l.name_any() != link.name_any() && selects(ctx, l, svc));
+    // A Service in kube-system goes back as it was, never over to another link.
+    let next = ctx.valid_links().into_iter().find(|l| {
+        l.name_any() != link.name_any() && selects(ctx, l, svc) && !in_system_namespace(svc)
+    });
     if let Some(next) = next {
-        let previous = PreviousState::recorded_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+        let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
         if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
             .await?
             .is_some()
@@ -627,9 +679,15 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
         return Ok(());
     }
     let Some(patch) = restore_patch(svc) else {
-        ctx.event(link, EventType::Warning, "RestoreImpossible", format!(
-            "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is"
-        )).await;
+        if PreviousState::recorded_on(svc).is_some() {
+            ctx.event(link, EventType::Warning, "RestoreRefused", format!(
+                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} would make it a public load balancer, but the operator did not write that record (someone changed it); left as it is. If it really was public, set its type and annotations by hand and remove the annotation {ANNOTATION_LINK}"
+            )).await;
+        } else {
+            ctx.event(link, EventType::Warning, "RestoreImpossible", format!(
+                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is"
+            )).await;
+        }
         return Ok(());
     };
     let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);

@@ -50,6 +50,30 @@ fn bad_inputs() -> Vec<(&'static str, Value, &'static str)> {
             json!({"matchLabels": {}}),
             "spec.services.selector",
         ),
+        // Selectors that require no label select every Service without a few labels.
+        (
+            "/services/selector",
+            json!({"matchExpressions": []}),
+            "spec.services.selector",
+        ),
+        (
+            "/services/selector",
+            json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}),
+            "spec.services.selector",
+        ),
+        (
+            "/services/selector",
+            json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]}),
+            "spec.services.selector",
+        ),
+        (
+            "/services/selector",
+            json!({"matchLabels": {}, "matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["db"]},
+                {"key": "x", "operator": "DoesNotExist"}
+            ]}),
+            "spec.services.selector",
+        ),
         ("/services/subnet", json!("-subnet"), "spec.services.subnet"),
         ("/services/subnet", json!("sub net"), "spec.services.subnet"),
         ("/dns/zone", json!("MyDomain.local"), "spec.dns.zone"),
@@ -204,6 +228,24 @@ fn good_inputs() -> Vec<(&'static str, Value)> {
             "/services/selector",
             json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
         ),
+        (
+            "/services/selector",
+            json!({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}),
+        ),
+        // One required label is enough; the rest may narrow it down.
+        (
+            "/services/selector",
+            json!({"matchExpressions": [
+                {"key": "x", "operator": "DoesNotExist"},
+                {"key": "tier", "operator": "Exists"}
+            ]}),
+        ),
+        (
+            "/services/selector",
+            json!({"matchLabels": {"appservicelink.io/expose": "true"}, "matchExpressions": [
+                {"key": "tier", "operator": "NotIn", "values": ["db"]}
+            ]}),
+        ),
         ("/services/subnet", json!("ilb_subnet.1_")),
         ("/appServices/targets/0/resourceGroup", json!("rg(web)-1")),
         ("/appServices/targets/0/slot", json!("s")),
@@ -271,6 +313,21 @@ fn valid_edge_cases_pass_both_checks() {
             "CEL refused {pointer} = {value}"
         );
     }
+}
+
+#[test]
+fn a_selector_that_requires_no_label_is_refused_saying_why() {
+    let spec = with(
+        "/services/selector",
+        json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}),
+    );
+    let spec: AppServiceLinkSpec = serde_json::from_value(spec).unwrap();
+    let message = validate(&spec)[0].to_string();
+    assert!(
+        message.starts_with("spec.services.selector: must require a label")
+            && message.contains("every Service"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -10,3 +10,4 @@ mod runtime;
 mod sandbox;
 mod scenarios;
 mod teardown;
+mod trust;

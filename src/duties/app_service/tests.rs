@@ -89,12 +89,41 @@ fn previous_values_are_recorded_once_and_restored() {
         &desired(AppServiceDnsMode::AppSettings, "10.240.0.99", None)
     ));
     assert_eq!(
-        restoring(&previous),
+        restoring(AppServiceDnsMode::AppSettings, &previous),
         values(&[
             ("WEBSITE_DNS_SERVER", Some("10.0.0.10")),
             ("WEBSITE_DNS_ALT_SERVER", None)
         ])
     );
+}
+
+#[test]
+fn only_the_operators_own_settings_are_restored_from_a_record() {
+    let previous: BTreeMap<String, String> = [
+        ("WEBSITE_DNS_SERVER", ""),
+        ("WEBSITE_RUN_FROM_PACKAGE", "https://evil.example/app.zip"),
+        ("dnsConfiguration.dnsAltServer", "168.63.129.16"),
+        ("dnsConfiguration.dnsRetryAttemptCount", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        restoring(AppServiceDnsMode::AppSettings, &previous),
+        values(&[("WEBSITE_DNS_SERVER", None)])
+    );
+    assert_eq!(
+        restoring(AppServiceDnsMode::SiteDnsConfiguration, &previous),
+        values(&[(SITE_DNS_ALT_SERVER, Some("168.63.129.16"))])
+    );
+    let foreign_only = BTreeMap::from([("dnsConfiguration.other".to_string(), "x".to_string())]);
+    assert_eq!(mode_of_keys(&foreign_only), AppServiceDnsMode::AppSettings);
+    for mode in [
+        AppServiceDnsMode::AppSettings,
+        AppServiceDnsMode::SiteDnsConfiguration,
+    ] {
+        assert!(restoring(mode, &foreign_only).is_empty());
+    }
 }
 
 #[test]
@@ -130,4 +159,57 @@ fn resource_ids_round_trip() {
         assert_eq!(site_of(&site.resource_id()), Some(site));
     }
     assert_eq!(site_of("/subscriptions/s/resourceGroups/rg"), None);
+}
+
+#[test]
+fn one_site_spelled_two_ways_is_one_target() {
+    let target = |rg: &str, name: &str, slot: Option<&str>| AppServiceTarget {
+        subscription_id: "6f1c2b3a-0000-4000-8000-00000000000A".into(),
+        resource_group: rg.into(),
+        name: name.into(),
+        slot: slot.map(str::to_string),
+    };
+    let targets = [
+        target("RG-Web", "Contoso-Web", None),
+        target("rg-web", "contoso-web", None),
+        target("rg-web", "contoso-web", Some("Staging")),
+        target("RG-WEB", "CONTOSO-WEB", Some("staging")),
+        target("rg-web", "contoso-api", None),
+    ];
+    let kept: Vec<&AppServiceTarget> = dedup(&targets);
+    assert_eq!(kept, vec![&targets[0], &targets[2], &targets[4]]);
+    let id = |t: &AppServiceTarget| site_ref(t).resource_id();
+    assert!(same_site(&id(&targets[0]), &id(&targets[1])));
+    assert!(!same_site(&id(&targets[0]), &id(&targets[2])));
+    let mut lowered = targets[3].clone();
+    lowered.subscription_id = lowered.subscription_id.to_lowercase();
+    assert_eq!(site_key(&id(&targets[3])), site_key(&id(&lowered)));
+}
+
+#[test]
+fn a_site_dns_configuration_is_reported_as_overriding_the_app_setting() {
+    let mut entry = AppServiceStatus {
+        resource_id: "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Web/sites/web".into(),
+        in_sync: true,
+        ..Default::default()
+    };
+    let unset = SiteDns {
+        dns_servers: vec![],
+        dns_alt_server: Some("168.63.129.16".into()),
+    };
+    assert!(!overridden_by_site(&mut entry, &unset));
+    assert!(entry.in_sync && entry.message.is_none());
+    let set = SiteDns {
+        dns_servers: vec!["10.9.9.9".into(), "10.9.9.10".into()],
+        dns_alt_server: None,
+    };
+    assert!(overridden_by_site(&mut entry, &set));
+    assert!(!entry.in_sync);
+    assert_eq!(entry.dns_server.as_deref(), Some("10.9.9.9,10.9.9.10"));
+    let message = entry.message.unwrap();
+    assert!(
+        message.contains("dnsConfiguration.dnsServers (10.9.9.9,10.9.9.10)")
+            && message.contains("SiteDnsConfiguration"),
+        "{message}"
+    );
 }

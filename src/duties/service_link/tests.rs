@@ -20,14 +20,59 @@ fn want(link: &str, subnet: Option<&str>) -> LinkSettings {
     }
 }
 
-/// Applies an SSA body's annotations and type onto a Service, as the apiserver would.
+/// Applies an SSA body's annotations and type onto a Service, as the apiserver would, recording
+/// that the operator's field manager owns them.
 fn converged(service: &Service, body: &Value) -> Service {
     let mut value = serde_json::to_value(service).unwrap();
+    let mut owned = serde_json::Map::new();
     for (k, v) in body["metadata"]["annotations"].as_object().unwrap() {
         value["metadata"]["annotations"][k] = v.clone();
+        owned.insert(format!("f:{k}"), json!({}));
     }
     value["spec"]["type"] = body["spec"]["type"].clone();
+    value["metadata"]["managedFields"] = json!([
+        {"manager": FIELD_MANAGER, "operation": "Apply", "fieldsType": "FieldsV1",
+         "fieldsV1": {"f:metadata": {"f:annotations": owned}, "f:spec": {"f:type": {}}}}
+    ]);
     svc(value)
+}
+
+/// `svc` after someone else's write set the annotation `key` to `value`: the write takes the
+/// annotation's ownership away from the operator, as the apiserver does.
+fn annotated_by_someone_else(service: &Service, key: &str, value: &str) -> Service {
+    let mut value_json = serde_json::to_value(service).unwrap();
+    value_json["metadata"]["annotations"][key] = json!(value);
+    let field = format!("f:{key}");
+    for entry in value_json["metadata"]["managedFields"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(annotations) = entry["fieldsV1"]["f:metadata"]["f:annotations"].as_object_mut()
+        {
+            annotations.remove(&field);
+        }
+    }
+    value_json["metadata"]["managedFields"]
+        .as_array_mut()
+        .unwrap()
+        .push(
+            json!({"manager": "kubectl-annotate", "operation": "Update", "fieldsType": "FieldsV1",
+                     "fieldsV1": {"f:metadata": {"f:annotations": {field: {}}}}}),
+        );
+    svc(value_json)
+}
+
+/// A record saying the Service was a public load balancer.
+fn public_record() -> String {
+    serde_json::to_string(&PreviousState {
+        service_type: "LoadBalancer".into(),
+        annotations: BTreeMap::from([
+            (ANNOTATION_INTERNAL.to_string(), None),
+            (ANNOTATION_SUBNET.to_string(), None),
+        ]),
+    })
+    .unwrap()
 }
 
 #[test]
@@ -229,4 +274,125 @@ fn reverts_far_apart_do_not_add_up() {
         decayed(&never, hour, "2026-01-01T11:00:01Z".parse().unwrap()),
         (0, None)
     );
+}
+
+#[test]
+fn a_forged_record_on_a_service_the_operator_never_converted_is_replaced() {
+    let forged = cluster_ip(json!({ANNOTATION_PREVIOUS: public_record()}));
+    let ServicePlan::Apply(body) = plan(&forged, &want("web", None), None) else {
+        panic!("expected an apply")
+    };
+    let record: PreviousState = serde_json::from_str(
+        body["metadata"]["annotations"][ANNOTATION_PREVIOUS]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record, PreviousState::of(&forged), "what it really is");
+    assert_eq!(record.service_type, "ClusterIP");
+    let after = converged(&forged, &body);
+    assert_eq!(restore_patch(&after).unwrap()["spec"]["type"], "ClusterIP");
+}
+
+#[test]
+fn a_record_someone_else_changed_never_restores_a_public_load_balancer() {
+    let service = cluster_ip(json!({}));
+    let ServicePlan::Apply(body) = plan(&service, &want("web", None), None) else {
+        panic!()
+    };
+    let tampered = annotated_by_someone_else(
+        &converged(&service, &body),
+        ANNOTATION_PREVIOUS,
+        &public_record(),
+    );
+    assert!(PreviousState::recorded_on(&tampered).is_some());
+    assert_eq!(restore_patch(&tampered), None, "left as it is");
+    // Still held: the link annotation is the operator's. The next apply records what it sees.
+    assert_eq!(holder(&tampered), Some("web"));
+    let ServicePlan::Reverted { managers, apply } = plan(&tampered, &want("web", None), None)
+    else {
+        panic!("expected a revert")
+    };
+    assert_eq!(managers, vec!["kubectl-annotate".to_string()]);
+    let record: PreviousState = serde_json::from_str(
+        apply["metadata"]["annotations"][ANNOTATION_PREVIOUS]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(!record.is_public_load_balancer(), "{record:?}");
+}
+
+#[test]
+fn a_record_the_operator_wrote_restores_a_public_load_balancer() {
+    let public = svc(
+        json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "LoadBalancer"}}),
+    );
+    let opted_in = LinkSettings {
+        allow_public: true,
+        ..want("web", None)
+    };
+    let ServicePlan::Apply(body) = plan(&public, &opted_in, None) else {
+        panic!()
+    };
+    let patch = restore_patch(&converged(&public, &body)).unwrap();
+    assert_eq!(patch["spec"]["type"], "LoadBalancer");
+    assert_eq!(
+        patch["metadata"]["annotations"][ANNOTATION_INTERNAL],
+        Value::Null
+    );
+}
+
+#[test]
+fn a_record_someone_else_wrote_is_restored_when_it_cannot_expose_the_service() {
+    let service = cluster_ip(json!({}));
+    let ServicePlan::Apply(body) = plan(&service, &want("web", None), None) else {
+        panic!()
+    };
+    let record = serde_json::to_string(&PreviousState::of(&service)).unwrap();
+    let rewritten =
+        annotated_by_someone_else(&converged(&service, &body), ANNOTATION_PREVIOUS, &record);
+    assert_eq!(
+        restore_patch(&rewritten).unwrap()["spec"]["type"],
+        "ClusterIP"
+    );
+}
+
+#[test]
+fn a_forged_link_annotation_holds_nothing_and_skips_no_check() {
+    let public = svc(json!({
+        "metadata": {"name": "edge", "namespace": "shop", "annotations": {ANNOTATION_LINK: "web"}},
+        "spec": {"type": "LoadBalancer"}
+    }));
+    assert_eq!(holder(&public), None);
+    assert_eq!(
+        plan(&public, &want("web", None), None),
+        ServicePlan::Skip(SkipReason::PublicLoadBalancer)
+    );
+}
+
+#[test]
+fn a_service_in_kube_system_is_skipped_whoever_holds_it() {
+    let mut kube_dns = cluster_ip(json!({}));
+    kube_dns.metadata.namespace = Some(SYSTEM_NAMESPACE.into());
+    assert_eq!(
+        plan(&kube_dns, &want("web", None), None),
+        ServicePlan::Skip(SkipReason::SystemNamespace)
+    );
+    let ServicePlan::Apply(body) = plan(&cluster_ip(json!({})), &want("web", None), None) else {
+        panic!()
+    };
+    let mut converged_earlier = converged(&kube_dns, &body);
+    converged_earlier.metadata.namespace = Some(SYSTEM_NAMESPACE.into());
+    assert_eq!(
+        plan(
+            &converged_earlier,
+            &want("web", None),
+            Some(&want("web", None))
+        ),
+        ServicePlan::Skip(SkipReason::SystemNamespace)
+    );
+    assert!(SkipReason::SystemNamespace
+        .message()
+        .contains("kube-system"));
 }
