@@ -173,9 +173,12 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
                 break;
             }
             _ = terminate.recv() => break,
-            result = &mut controller => {
-                anyhow::bail!("the controller stopped unexpectedly: {:?}", result);
-            }
+            result = &mut controller => match result {
+                // The controller stops by itself on SIGINT and SIGTERM (kube-runtime's
+                // shutdown_on_signal), possibly before this loop sees the signal.
+                Ok(Ok(())) => break,
+                other => anyhow::bail!("the controller stopped unexpectedly: {other:?}"),
+            },
             _ = tick.tick() => {}
         }
         let now = snapshot(&cluster, &azure);
