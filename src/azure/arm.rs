@@ -1,7 +1,8 @@
 //! A small typed client for exactly the Azure Resource Manager calls the App Service duty needs.
 //!
-//! It knows HTTP, ARM and tokens, and nothing about Kubernetes. Throttling (429) and server errors
-//! are retried with backoff, honouring `Retry-After`; every request is bounded by a timeout.
+//! It knows HTTP, ARM and tokens, and nothing about Kubernetes. Reads that meet throttling (429) or
+//! server errors are retried with backoff, honouring `Retry-After`; writes are sent once, because
+//! their body comes from a read and a retry must read again. Every request is bounded by a timeout.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,6 +143,15 @@ impl ArmError {
         }
     }
 
+    /// True for failures that pass by themselves: throttling, a server error, no answer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Throttled { .. } | Self::Transport { .. } => true,
+            Self::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// When to try again: ARM's `Retry-After` when it gave one.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -212,6 +222,11 @@ impl ArmClient {
             retry: RetryPolicy::default(),
             observer: None,
         }
+    }
+
+    /// The retry policy: reads are retried inside a call, writes by the caller (after a fresh read).
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     /// Replaces the retry policy.
@@ -309,6 +324,12 @@ impl ArmClient {
         body: Option<Value>,
     ) -> Result<Value, ArmError> {
         let url = format!("{}{path}?api-version={API_VERSION}", self.endpoint);
+        // A write is sent once: its body was built from a read, and a retry must read and merge again
+        // (the caller does), or it would overwrite what another writer changed meanwhile.
+        let max_attempts = match op {
+            Operation::UpdateAppSettings | Operation::PatchSite => 1,
+            Operation::ListAppSettings | Operation::GetSite => self.retry.max_attempts,
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -358,7 +379,7 @@ impl ArmClient {
             let (error, retry_after) = retry;
             let delay =
                 retry_after.unwrap_or(self.retry.base_delay * 2u32.saturating_pow(attempt - 1));
-            if attempt >= self.retry.max_attempts || delay > self.retry.max_delay {
+            if attempt >= max_attempts || delay > self.retry.max_delay {
                 return Err(match error {
                     ArmError::Throttled { .. } => ArmError::Throttled {
                         operation: op,

@@ -78,6 +78,68 @@ pub const SITE_DNS_ALT_SERVER: &str = "dnsConfiguration.dnsAltServer";
 /// Setting name → value; `None` is an absent setting.
 pub type Values = BTreeMap<String, Option<String>>;
 
+/// Annotation on the link: per App Service (resource id), the values of the operator's settings
+/// before its first change (JSON). Written before the change, so it survives what status does not:
+/// a status lost to a backup restore (Velero restores no status), a status write that failed, the
+/// operator killed between the ARM write and the status write.
+pub const ANNOTATION_RESTORE_RECORD: &str = "appservicelink.io/app-service-restore-record";
+/// Field manager for the restore record.
+const RECORD_FIELD_MANAGER: &str = "appservicelink-restore-record";
+
+/// Resource id → setting → value before the first change (empty: the setting was absent).
+pub type Records = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The restore records on the link (none when the annotation is missing or unreadable).
+pub fn records_of(link: &AppServiceLink) -> Records {
+    link.annotations()
+        .get(ANNOTATION_RESTORE_RECORD)
+        .and_then(|r| serde_json::from_str(r).ok())
+        .unwrap_or_default()
+}
+
+/// The record for `id`, whatever the spelling it was recorded under.
+fn record_for<'a>(records: &'a Records, id: &str) -> Option<&'a BTreeMap<String, String>> {
+    records
+        .iter()
+        .find(|(recorded, _)| same_site(recorded, id))
+        .map(|(_, record)| record)
+}
+
+/// Replaces the record for `id` (none when `previous` is empty), whatever its old spelling.
+fn set_record(records: &mut Records, id: &str, previous: &BTreeMap<String, String>) {
+    records.retain(|recorded, _| !same_site(recorded, id));
+    if !previous.is_empty() {
+        records.insert(id.to_string(), previous.clone());
+    }
+}
+
+/// The link's App Services as far as anything remembers them: its status entries, each with the
+/// record from the annotation (the record wins: it was written first), plus an entry for each site
+/// the annotation remembers and the status lost.
+pub fn remembered(link: &AppServiceLink) -> Vec<AppServiceStatus> {
+    let records = records_of(link);
+    let mut entries: Vec<AppServiceStatus> = link
+        .status
+        .as_ref()
+        .map(|s| s.app_services.clone())
+        .unwrap_or_default();
+    for entry in &mut entries {
+        if let Some(record) = record_for(&records, &entry.resource_id) {
+            entry.previous.extend(record.clone());
+        }
+    }
+    for (id, record) in &records {
+        if !entries.iter().any(|e| same_site(&e.resource_id, id)) {
+            entries.push(AppServiceStatus {
+                resource_id: id.clone(),
+                previous: record.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    entries
+}
+
 /// The values `mode` needs for `dns_server` and the optional `alternate`.
 pub fn desired(mode: AppServiceDnsMode, dns_server: &str, alternate: Option<&str>) -> Values {
     let (server_key, alt_key) = keys(mode);
@@ -300,14 +362,120 @@ async fn restore(
         if wanted.is_empty() {
             continue;
         }
-        let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
-        let changing = changes(&current, &wanted);
-        if !changing.is_empty() {
-            write(arm, mode, site, settings.as_ref(), &changing).await?;
-            wrote = true;
-        }
+        wrote |= write_fresh(arm, mode, site, &wanted, None).await?;
     }
     Ok(wrote)
+}
+
+/// Writes `wanted` over what the site has at that moment: every attempt reads and merges again (the
+/// first may use `fresh`, a read made just before), so a retry after throttling or a server error
+/// never resends a body built from an old read, and a setting another writer changed in the
+/// meantime is kept. Returns true when it wrote.
+async fn write_fresh(
+    arm: &ArmClient,
+    mode: AppServiceDnsMode,
+    site: &SiteRef,
+    wanted: &Values,
+    mut fresh: Option<(Values, Option<BTreeMap<String, String>>)>,
+) -> Result<bool, ArmError> {
+    let policy = arm.retry_policy().clone();
+    let keys: BTreeSet<String> = wanted.keys().cloned().collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (current, settings) = match fresh.take() {
+            Some(read) => read,
+            None => read(arm, mode, site, &keys).await?,
+        };
+        let changing = changes(&current, wanted);
+        if changing.is_empty() {
+            return Ok(false);
+        }
+        let err = match write(arm, mode, site, settings.as_ref(), &changing).await {
+            Ok(()) => return Ok(true),
+            // A retry costs a read and a write, and ARM counts the app-settings list (a POST) as a
+            // write too: wait for two requests' worth of Retry-After, or the retry's read would take
+            // the one token the write was waiting for, again and again.
+            Err(ArmError::Throttled {
+                operation,
+                attempts,
+                retry_after,
+            }) => ArmError::Throttled {
+                operation,
+                attempts,
+                retry_after: retry_after.map(|d| d * 2),
+            },
+            Err(err) => err,
+        };
+        let delay = err
+            .retry_after()
+            .unwrap_or(policy.base_delay * 2u32.saturating_pow(attempt - 1));
+        if !err.is_transient() || attempt >= policy.max_attempts || delay > policy.max_delay {
+            return Err(err);
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// Why one App Service could not be synced.
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    /// ARM refused or did not answer.
+    #[error(transparent)]
+    Arm(#[from] ArmError),
+    /// The values to restore could not be recorded, so nothing was changed.
+    #[error("could not record the current DNS settings before changing them, so nothing was changed: {0}")]
+    Record(#[source] crate::error::KubeError),
+}
+
+impl SyncError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Arm(err) => err.reason(),
+            Self::Record(_) => "RecordFailed",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Arm(err) => err.retry_after(),
+            Self::Record(_) => None,
+        }
+    }
+}
+
+/// Writes the restore records to the link's annotation (removing it when there are none).
+async fn persist_records(
+    ctx: &Context,
+    link: &AppServiceLink,
+    records: &Records,
+) -> Result<(), crate::error::KubeError> {
+    if ctx.config.dry_run {
+        return Ok(());
+    }
+    let value = if records.is_empty() {
+        Value::Null
+    } else {
+        json!(serde_json::to_string(records).expect("string maps serialize"))
+    };
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_RESTORE_RECORD: value}}});
+    Api::<AppServiceLink>::all(ctx.client.clone())
+        .patch(
+            &link.name_any(),
+            &ctx.update_params(RECORD_FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| {
+            crate::error::KubeError::new(
+                format!(
+                    "recording App Service settings on AppServiceLink {}",
+                    link.name_any()
+                ),
+                e,
+            )
+        })
 }
 
 /// Points every target at `dns_server_ip`, restores targets that left the spec, and reports.
@@ -317,11 +485,8 @@ pub async fn reconcile(
     dns_server_ip: Option<&str>,
 ) -> AppServicesOutcome {
     let spec = &link.spec.app_services;
-    let old: Vec<AppServiceStatus> = link
-        .status
-        .as_ref()
-        .map(|s| s.app_services.clone())
-        .unwrap_or_default();
+    let old = remembered(link);
+    let mut records = records_of(link);
     if spec.targets.is_empty() && old.is_empty() {
         let duty = DutyStatus::ready(
             types::APP_SERVICES,
@@ -351,6 +516,7 @@ pub async fn reconcile(
     };
     let mut entries: Vec<AppServiceStatus> = Vec::new();
     let mut retry_after: Option<Duration> = None;
+    let mut throttled: Option<Duration> = None;
     let mut problems: Vec<(String, String)> = Vec::new();
     let wanted_ids: BTreeSet<String> = spec
         .targets
@@ -394,7 +560,28 @@ pub async fn reconcile(
             entries.push(entry);
             continue;
         };
-        match sync(ctx, link, arm, &site, ip, &mut entry, &old, &entries).await {
+        if let Some(wait) = throttled {
+            // ARM throttles per subscription and principal: asking about the next App Service now
+            // would only spend the token the throttled request is waiting for.
+            entry.message = Some(format!(
+                "not checked in this pass: ARM is throttling the operator; next pass in {}s",
+                wait.as_secs()
+            ));
+            entries.push(entry);
+            continue;
+        }
+        match sync(
+            ctx,
+            link,
+            arm,
+            &site,
+            ip,
+            &mut entry,
+            (&old, &entries),
+            &mut records,
+        )
+        .await
+        {
             Ok(()) => {}
             Err(err) => {
                 tracing::warn!(link = %link.name_any(), app_service = %id, error = %err, "App Service sync failed");
@@ -403,6 +590,9 @@ pub async fn reconcile(
                         .unwrap_or(Duration::MAX)
                         .min(err.retry_after().unwrap_or(Duration::from_secs(30))),
                 );
+                if err.reason() == "Throttled" {
+                    throttled = retry_after;
+                }
                 entry.in_sync = false;
                 entry.message = Some(err.to_string());
                 problems.push((err.reason().to_string(), format!("{id}: {err}")));
@@ -415,7 +605,16 @@ pub async fn reconcile(
         .iter()
         .filter(|e| !wanted_ids.contains(&site_key(&e.resource_id)))
     {
-        if let Err(err) = let_go(ctx, link, arm, gone).await {
+        let result = let_go(ctx, link, arm, gone).await;
+        if result.is_ok() && record_for(&records, &gone.resource_id).is_some() {
+            // Put back (or retained): nothing more to restore. A failure here only leaves a record
+            // that the next reconcile finds already in place.
+            set_record(&mut records, &gone.resource_id, &BTreeMap::new());
+            if let Err(err) = persist_records(ctx, link, &records).await {
+                tracing::warn!(link = %link.name_any(), error = %err, "could not drop a restore record");
+            }
+        }
+        if let Err(err) = result {
             let mut entry = gone.clone();
             entry.in_sync = false;
             entry.message = Some(format!(
@@ -488,15 +687,19 @@ async fn sync(
     site: &SiteRef,
     ip: &str,
     entry: &mut AppServiceStatus,
-    old: &[AppServiceStatus],
-    done: &[AppServiceStatus],
-) -> Result<(), ArmError> {
+    (old, done): (&[AppServiceStatus], &[AppServiceStatus]),
+    records: &mut Records,
+) -> Result<(), SyncError> {
     let spec = &link.spec.app_services;
     let mode = spec.dns_mode;
     // The link switched modes: put the other mode's settings back first.
     if !entry.previous.is_empty() && mode_of_keys(&entry.previous) != mode {
         restore(arm, site, &entry.previous).await?;
         entry.previous.clear();
+        set_record(records, &entry.resource_id, &entry.previous);
+        persist_records(ctx, link, records)
+            .await
+            .map_err(SyncError::Record)?;
     }
     // The site property takes precedence over the app setting: writing the setting then changes
     // nothing but restarts the app, so look before writing.
@@ -508,11 +711,20 @@ async fn sync(
     let wanted = desired(mode, ip, spec.alternate_dns_server.as_deref());
     let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
     let changing = changes(&current, &wanted);
+    let recorded = record_previous(&mut entry.previous, &current, &changing);
+    let mut fresh = Some((current, settings));
     if !changing.is_empty() {
-        if record_previous(&mut entry.previous, &current, &changing) {
-            // Remember what is about to be replaced before replacing it, so nothing is lost if the
-            // operator stops between the write and the status update.
+        if recorded {
+            // Record first, and only then act: the annotation survives a lost status; without it,
+            // nothing is changed.
+            set_record(records, &entry.resource_id, &entry.previous);
+            persist_records(ctx, link, records)
+                .await
+                .map_err(SyncError::Record)?;
             persist_previous(ctx, link, old, done, entry).await;
+            crate::runtime::crash_points::reached("app-service-after-record");
+            // Recording took a while: read again, so that what another writer set meanwhile is kept.
+            fresh = None;
         }
         let what = changing
             .iter()
@@ -527,7 +739,9 @@ async fn sync(
             entry.message = Some(format!("{DRY_RUN_PREFIX}{note}"));
             return Ok(());
         }
-        write(arm, mode, site, settings.as_ref(), &changing).await?;
+        if write_fresh(arm, mode, site, &wanted, fresh).await? {
+            crate::runtime::crash_points::reached("app-service-after-write");
+        }
         entry.last_sync_time = Some(Time(Timestamp::now()));
         ctx.event(link, EventType::Normal, "AppServiceUpdated", note)
             .await;
@@ -635,11 +849,7 @@ async fn let_go(
 /// Restores every App Service the link changed (the link is being deleted). An error keeps the
 /// finalizer, so the restore is retried rather than lost.
 pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
-    let entries = link
-        .status
-        .as_ref()
-        .map(|s| s.app_services.clone())
-        .unwrap_or_default();
+    let entries = remembered(link);
     if entries.iter().all(|e| e.previous.is_empty())
         || link.spec.app_services.deletion_policy == DeletionPolicy::Retain
     {
@@ -657,7 +867,27 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
                 source,
             })?;
     }
+    forget_entries(ctx, link).await;
     Ok(())
+}
+
+/// Clears the link's App Service entries once they are restored: the status then says that its App
+/// Services no longer use its DNS Service, which another link being deleted at the same time reads.
+async fn forget_entries(ctx: &Context, link: &AppServiceLink) {
+    if ctx.config.dry_run {
+        return;
+    }
+    let patch = json!({"status": {"appServices": []}});
+    if let Err(err) = Api::<AppServiceLink>::all(ctx.client.clone())
+        .patch_status(
+            &link.name_any(),
+            &ctx.update_params("appservicelink-app-service"),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::warn!(link = %link.name_any(), error = %err, "could not clear restored App Service entries");
+    }
 }
 
 /// ARM failures that pass by themselves: throttling, an outage, a server error.

@@ -356,11 +356,12 @@ async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), E
     Ok(())
 }
 
-/// Which of our DNS Services may go: those no link names (live, or being deleted), that are not
-/// retained, and whose IP no App Service of any link is still set to. For `current`, the link
-/// being reconciled, what its App Services use is `current_uses` (what its App Service duty just
-/// found) rather than its stored status; `None` when it is being deleted and its App Services were
-/// restored, so it neither names nor uses anything any more.
+/// Which of our DNS Services may go: those no live link names, that are not retained, and whose IP
+/// no App Service of any link, live or being deleted, is still set to. (A link being deleted clears
+/// its App Service entries once it restored them; until then they keep its DNS Service.) For
+/// `current`, the link being reconciled, what its App Services use is `current_uses` (what its App
+/// Service duty just found) rather than its stored status; `None` when it is being deleted and its
+/// App Services were restored, so it neither names nor uses anything any more.
 pub fn deletable<'a>(
     ours: impl IntoIterator<Item = &'a Service>,
     links: &[std::sync::Arc<AppServiceLink>],
@@ -380,7 +381,9 @@ pub fn deletable<'a>(
                 .as_ref()
                 .map_or(&[][..], |s| s.app_services.as_slice())
         };
-        named.push(link.spec.dns.service.name.as_str());
+        if link.metadata.deletion_timestamp.is_none() {
+            named.push(link.spec.dns.service.name.as_str());
+        }
         in_use.extend(
             uses.iter()
                 .filter_map(|e| e.dns_server.as_deref())

@@ -59,6 +59,7 @@ spec:
 
 async fn started() -> Harness {
     let mut h = Harness::cluster().await;
+    h.outside_chart_defaults("DNS Services named per link: the chart value rbac.dnsServiceNames");
     h.with_azure().await;
     h.azure().add_site(site(), before());
     h.operator_args(&["--resync-seconds", "3600"]);
