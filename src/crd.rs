@@ -1,6 +1,6 @@
 //! The `AppServiceLink` custom resource: its spec, its status, and the CRD generated from them.
 //!
-//! The CEL rules here refuse bad input at admission; [`crate::validation`] enforces the same rules
+//! The CEL rules here refuse bad input at admission; the `validation` module enforces the same rules
 //! again in the controller, so an object that slipped past admission never reaches the Corefile.
 
 use std::collections::BTreeMap;
@@ -10,6 +10,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+/// The most App Services one link may name (`maxItems` of `spec.appServices.targets`).
+pub const MAX_TARGETS: usize = 100;
+/// The most labels, expressions, or values in one expression, a selector may have.
+pub const MAX_SELECTOR_TERMS: usize = 32;
+
+/// The message for a selector that requires no label, shared with the CEL rule.
+pub const SELECTOR_MESSAGE: &str = "must require a label: an empty selector, or one of only NotIn and DoesNotExist expressions, matches every Service without those labels in the cluster; use matchLabels, or an In or Exists expression";
 
 /// Name of the DNS Service when a link does not name one.
 pub const DEFAULT_DNS_SERVICE_NAME: &str = "appservicelink-dns";
@@ -49,7 +57,7 @@ pub struct ServiceSelection {
     /// or `Exists` expression): an empty selector, or one of only `NotIn` and `DoesNotExist`
     /// expressions, would expose every Service in the cluster without those labels.
     #[schemars(schema_with = "bounded_label_selector")]
-    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && self.matchExpressions.exists(e, e.operator == 'In' || e.operator == 'Exists'))").message(crate::validation::SELECTOR_MESSAGE))]
+    #[x_kube(validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && self.matchExpressions.exists(e, e.operator == 'In' || e.operator == 'Exists'))").message(SELECTOR_MESSAGE))]
     pub selector: LabelSelector,
     /// Restricts the selection to namespaces whose labels match. All namespaces when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,14 +119,14 @@ fn bounded_label_selector(generator: &mut schemars::SchemaGenerator) -> schemars
     let mut schema =
         serde_json::to_value(LabelSelector::json_schema(generator)).expect("a schema is JSON");
     let props = &mut schema["properties"];
-    props["matchLabels"]["maxProperties"] = crate::validation::MAX_SELECTOR_TERMS.into();
+    props["matchLabels"]["maxProperties"] = MAX_SELECTOR_TERMS.into();
     props["matchLabels"]["additionalProperties"]["maxLength"] = 63.into();
     let expressions = &mut props["matchExpressions"];
-    expressions["maxItems"] = crate::validation::MAX_SELECTOR_TERMS.into();
+    expressions["maxItems"] = MAX_SELECTOR_TERMS.into();
     let expression = &mut expressions["items"]["properties"];
     expression["key"]["maxLength"] = 317.into();
     expression["operator"]["maxLength"] = "DoesNotExist".len().into();
-    expression["values"]["maxItems"] = crate::validation::MAX_SELECTOR_TERMS.into();
+    expression["values"]["maxItems"] = MAX_SELECTOR_TERMS.into();
     expression["values"]["items"]["maxLength"] = 63.into();
     schemars::Schema::try_from(schema).expect("an object schema")
 }
@@ -150,7 +158,7 @@ impl Default for DnsServiceSpec {
 pub struct AppServicesSpec {
     /// The App Services (or deployment slots) to point at the DNS Service, at most 100.
     #[serde(default)]
-    #[schemars(length(max = crate::validation::MAX_TARGETS))]
+    #[schemars(length(max = MAX_TARGETS))]
     pub targets: Vec<AppServiceTarget>,
     /// Where the DNS server is written: the app settings `WEBSITE_DNS_SERVER` /
     /// `WEBSITE_DNS_ALT_SERVER` (`AppSettings`), or the site property

@@ -5,7 +5,9 @@
 //! down for the whole cluster. A unit test runs the CRD's CEL rules and these checks over the same
 //! inputs, so the two cannot drift apart.
 
-use crate::crd::{AppServiceLinkSpec, AppServiceTarget};
+use crate::crd::{
+    AppServiceLinkSpec, AppServiceTarget, MAX_SELECTOR_TERMS, MAX_TARGETS, SELECTOR_MESSAGE,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// A spec field that breaks a rule, with a message saying what to fix.
@@ -90,16 +92,8 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
     errors
 }
 
-/// The message for a selector that requires no label, shared with the CEL rule.
-pub const SELECTOR_MESSAGE: &str = "must require a label: an empty selector, or one of only NotIn and DoesNotExist expressions, matches every Service without those labels in the cluster; use matchLabels, or an In or Exists expression";
-
 /// The message for a bad zone, shared with the CEL rule.
 pub const ZONE_MESSAGE: &str = "must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters";
-
-/// The most App Services one link may name (the CRD's `maxItems`).
-pub const MAX_TARGETS: usize = 100;
-/// The most labels, expressions, or values in one expression, a selector may have (the CRD's bounds).
-pub const MAX_SELECTOR_TERMS: usize = 32;
 
 /// The bounds the CRD puts on a selector, so that its CEL rule has a small cost: at most
 /// [`MAX_SELECTOR_TERMS`] labels, expressions, and values per expression, and Kubernetes' own label
