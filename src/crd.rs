@@ -275,6 +275,13 @@ pub struct AppServiceStatus {
     /// empty string means the setting was absent. Restored when the link lets the App Service go.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub previous: BTreeMap<String, String>,
+    /// How many times another writer (Terraform, the portal) reverted the operator's DNS setting,
+    /// each within the revert window of the one before.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reverts: i32,
+    /// When another writer last reverted the operator's DNS setting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revert_time: Option<Time>,
 }
 
 /// One Service selected by a link.

@@ -253,3 +253,24 @@ pub fn new_problems(
 
 #[cfg(test)]
 mod tests;
+
+/// A revert count as it stands at `now`: reverts more than `window` after the last one start a new
+/// count, so the operator stops re-applying only for a writer that keeps fighting it, not for
+/// changes far apart (a `helm upgrade`, a Terraform apply). Returns the count and its time.
+pub fn decayed_reverts(
+    reverts: i32,
+    last: Option<&Time>,
+    window: std::time::Duration,
+    now: Timestamp,
+) -> (i32, Option<Time>) {
+    let expired = last.is_some_and(|t| {
+        now.duration_since(t.0)
+            .try_into()
+            .is_ok_and(|elapsed: std::time::Duration| elapsed > window)
+    });
+    if expired {
+        (0, None)
+    } else {
+        (reverts, last.cloned())
+    }
+}

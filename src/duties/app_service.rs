@@ -65,6 +65,10 @@ impl Error {
     }
 }
 
+/// How many reverts of its setting by another writer, each within the revert window of the last,
+/// the operator re-applies before it stops.
+pub const MAX_REVERTS: i32 = 3;
+
 /// App setting holding the DNS server(s), comma-separated.
 pub const DNS_SERVER_SETTING: &str = "WEBSITE_DNS_SERVER";
 /// App setting holding the fallback DNS server. (Not `WEBSITE_ALT_DNS_SERVER`, as the original
@@ -426,6 +430,17 @@ enum SyncError {
     /// The values to restore could not be recorded, so nothing was changed.
     #[error("could not record the current DNS settings before changing them, so nothing was changed: {0}")]
     Record(#[source] crate::error::KubeError),
+    /// Another writer keeps reverting the operator's setting: the operator stopped re-applying it,
+    /// since every write restarts the app.
+    #[error("another writer reverted {setting} {reverts} times in a row, so the operator stopped re-applying it (every write restarts the app). Terraform's azurerm_linux_web_app / azurerm_windows_web_app own the whole app_settings map: add lifecycle {{ ignore_changes = [app_settings[\"WEBSITE_DNS_SERVER\"], app_settings[\"WEBSITE_DNS_ALT_SERVER\"]] }} there, or stop that writer; then edit the link to retry (the operator also tries again {window_secs}s after the last revert)")]
+    Reverted {
+        /// The setting reverted.
+        setting: String,
+        /// How many reverts in a row.
+        reverts: i32,
+        /// The revert window, in seconds.
+        window_secs: u64,
+    },
 }
 
 impl SyncError {
@@ -433,13 +448,14 @@ impl SyncError {
         match self {
             Self::Arm(err) => err.reason(),
             Self::Record(_) => "RecordFailed",
+            Self::Reverted { .. } => "AppServiceReverted",
         }
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Arm(err) => err.retry_after(),
-            Self::Record(_) => None,
+            Self::Record(_) | Self::Reverted { .. } => None,
         }
     }
 }
@@ -541,6 +557,11 @@ pub async fn reconcile(
                 ..Default::default()
             },
         };
+        if link.status.as_ref().and_then(|s| s.observed_generation) != link.metadata.generation {
+            // The link was edited: its user had a chance to fix the fight.
+            entry.reverts = 0;
+            entry.last_revert_time = None;
+        }
         if let Some(holder) = other_keeper(ctx, link, &id) {
             // Two links writing one App Service would flap it (and restart the app) forever.
             entry.in_sync = false;
@@ -711,6 +732,42 @@ async fn sync(
     let wanted = desired(mode, ip, spec.alternate_dns_server.as_deref());
     let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
     let changing = changes(&current, &wanted);
+    let now = Timestamp::now();
+    (entry.reverts, entry.last_revert_time) = crate::status::decayed_reverts(
+        entry.reverts,
+        entry.last_revert_time.as_ref(),
+        ctx.config.revert_window,
+        now,
+    );
+    if !changing.is_empty() {
+        let setting = changing.keys().next().cloned().unwrap_or_default();
+        if entry.reverts >= MAX_REVERTS {
+            return Err(SyncError::Reverted {
+                setting,
+                reverts: entry.reverts,
+                window_secs: ctx.config.revert_window.as_secs(),
+            });
+        }
+        // The last pass left it in sync at this very IP: someone else changed it since.
+        if entry.in_sync
+            && entry.dns_server.as_deref() == Some(ip)
+            && entry.last_sync_time.is_some()
+        {
+            entry.reverts += 1;
+            entry.last_revert_time = Some(Time(now));
+            ctx.event(
+                link,
+                EventType::Warning,
+                "AppServiceReverted",
+                format!(
+                    "{}: another writer reverted {setting}; re-applying ({} of {MAX_REVERTS})",
+                    site.resource_id(),
+                    entry.reverts
+                ),
+            )
+            .await;
+        }
+    }
     let recorded = record_previous(&mut entry.previous, &current, &changing);
     let mut fresh = Some((current, settings));
     if !changing.is_empty() {

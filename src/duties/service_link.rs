@@ -608,16 +608,7 @@ pub fn decayed(
     window: std::time::Duration,
     now: Timestamp,
 ) -> (i32, Option<Time>) {
-    let expired = entry.last_revert_time.as_ref().is_some_and(|t| {
-        now.duration_since(t.0)
-            .try_into()
-            .is_ok_and(|elapsed: std::time::Duration| elapsed > window)
-    });
-    if expired {
-        (0, None)
-    } else {
-        (entry.reverts, entry.last_revert_time.clone())
-    }
+    crate::status::decayed_reverts(entry.reverts, entry.last_revert_time.as_ref(), window, now)
 }
 
 /// Marks `entry` as refused by the apiserver, with what it answered and what to do.

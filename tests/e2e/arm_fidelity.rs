@@ -412,6 +412,45 @@ async fn a_second_writer_reverting_the_operators_key_is_outlasted_without_a_figh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_keeps_reverting_the_setting_is_not_fought_forever() {
+    let web = site("contoso-web");
+    let h = started(std::slice::from_ref(&web), "1", Throttling::ARM).await;
+    h.apply(&link(std::slice::from_ref(&web), "AppSettings"));
+    app_services_ready(&h).await;
+    // Terraform without ignore_changes, applied again and again: after each of the operator's reads
+    // it puts its own value back.
+    h.azure().add_second_writer(
+        SecondWriter::set_app_setting(web.clone(), "WEBSITE_DNS_SERVER", "168.63.129.16")
+            .times(1000),
+    );
+    let (_, _, message) = within(&h, Duration::from_secs(60), "the fight reported", |h| {
+        h.condition("web", "AppServicesReady")
+            .filter(|c| c.0 == "False" && c.1 == "AppServiceReverted")
+    })
+    .await;
+    assert!(message.contains("ignore_changes"), "{message}");
+    let sim = h.azure();
+    let puts = count(sim, "PUT", "/config/appsettings", 200);
+    let lists = count(sim, "POST", "/config/appsettings/list", 200);
+    within(&h, Duration::from_secs(30), "three more resyncs", |h| {
+        (count(h.azure(), "POST", "/config/appsettings/list", 200) >= lists + 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        count(sim, "PUT", "/config/appsettings", 200),
+        puts,
+        "the operator kept restarting the app:\n{}",
+        timeline(sim).join("\n")
+    );
+    assert!(
+        puts <= 1 + 3,
+        "the first write and three re-applies at most: {puts}"
+    );
+    let events = h.kubectl_ok(&["get", "events", "-A", "-o", "custom-columns=REASON:.reason"]);
+    assert!(events.contains("AppServiceReverted"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_writer_setting_dns_configuration_is_reported_or_kept() {
     // AppSettings mode: someone sets dnsConfiguration.dnsServers right after the operator's read;
     // the site now ignores WEBSITE_DNS_SERVER, and the operator must say so.
