@@ -33,6 +33,9 @@ pub struct Config {
     pub resync: Duration,
     /// Reverts of a conversion further apart than this do not add up towards the limit.
     pub revert_window: Duration,
+    /// An App Service is written at most once per this window when its DNS server keeps changing
+    /// (every write restarts the app); the last value wins.
+    pub app_service_write_window: Duration,
     /// Change nothing: Kubernetes writes go out with `dryRun=All`, ARM writes are not sent, and
     /// every intended change is logged and recorded as an Event.
     pub dry_run: bool,
@@ -45,6 +48,7 @@ impl Default for Config {
             restart_coredns: true,
             resync: Duration::from_secs(300),
             revert_window: Duration::from_secs(3600),
+            app_service_write_window: Duration::from_secs(10),
             dry_run: false,
         }
     }

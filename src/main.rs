@@ -74,6 +74,14 @@ struct RunArgs {
     /// stopped at once, `helm upgrade`s days apart are not.
     #[arg(long, env = "APPSERVICELINK_REVERT_WINDOW_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..))]
     revert_window_seconds: u64,
+    /// When the DNS server IP keeps changing, an App Service is written at most once per this many
+    /// seconds (every write restarts the app); the last IP wins. The first write is never delayed.
+    #[arg(
+        long,
+        env = "APPSERVICELINK_APP_SERVICE_WRITE_WINDOW_SECONDS",
+        default_value_t = 10
+    )]
+    app_service_write_window_seconds: u64,
     /// Azure Resource Manager endpoint (China: https://management.chinacloudapi.cn, US Gov:
     /// https://management.usgovcloudapi.net). The token scope is derived from it.
     #[arg(long, env = "APPSERVICELINK_ARM_ENDPOINT", default_value = azure_auth::PUBLIC_ARM_ENDPOINT)]
@@ -160,6 +168,9 @@ async fn main() -> anyhow::Result<()> {
                 restart_coredns: args.restart_coredns,
                 resync: Duration::from_secs(args.resync_seconds),
                 revert_window: Duration::from_secs(args.revert_window_seconds),
+                app_service_write_window: Duration::from_secs(
+                    args.app_service_write_window_seconds,
+                ),
                 dry_run: args.dry_run,
             };
             let azure = azure_auth::AzureConfig {

@@ -430,6 +430,15 @@ enum SyncError {
     /// The values to restore could not be recorded, so nothing was changed.
     #[error("could not record the current DNS settings before changing them, so nothing was changed: {0}")]
     Record(#[source] crate::error::KubeError),
+    /// The DNS server changed again soon after the last write: the latest value is written once the
+    /// write window has passed.
+    #[error("the DNS server changed again within {window_secs}s of the last write to this App Service (each write restarts the app); the latest value is written in {}s", .wait.as_secs().max(1))]
+    Deferred {
+        /// Until the window has passed.
+        wait: Duration,
+        /// The window, in seconds.
+        window_secs: u64,
+    },
     /// Another writer keeps reverting the operator's setting: the operator stopped re-applying it,
     /// since every write restarts the app.
     #[error("another writer reverted {setting} {reverts} times in a row, so the operator stopped re-applying it (every write restarts the app). Terraform's azurerm_linux_web_app / azurerm_windows_web_app own the whole app_settings map: add lifecycle {{ ignore_changes = [app_settings[\"WEBSITE_DNS_SERVER\"], app_settings[\"WEBSITE_DNS_ALT_SERVER\"]] }} there, or stop that writer; then edit the link to retry (the operator also tries again {window_secs}s after the last revert)")]
@@ -448,6 +457,7 @@ impl SyncError {
         match self {
             Self::Arm(err) => err.reason(),
             Self::Record(_) => "RecordFailed",
+            Self::Deferred { .. } => "WriteWindow",
             Self::Reverted { .. } => "AppServiceReverted",
         }
     }
@@ -455,6 +465,7 @@ impl SyncError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Arm(err) => err.retry_after(),
+            Self::Deferred { wait, .. } => Some(*wait),
             Self::Record(_) | Self::Reverted { .. } => None,
         }
     }
@@ -748,6 +759,19 @@ async fn sync(
                 window_secs: ctx.config.revert_window.as_secs(),
             });
         }
+        // A new DNS server IP soon after the last write (a flapping load balancer): wait, then write
+        // whatever the IP is by then.
+        let last_write = entry.last_sync_time.as_ref().map(|t| t.0);
+        let since =
+            last_write.and_then(|t| std::time::Duration::try_from(now.duration_since(t)).ok());
+        if entry.dns_server.as_deref().is_some_and(|d| d != ip) {
+            if let Some(since) = since.filter(|s| *s < ctx.config.app_service_write_window) {
+                return Err(SyncError::Deferred {
+                    wait: ctx.config.app_service_write_window - since,
+                    window_secs: ctx.config.app_service_write_window.as_secs(),
+                });
+            }
+        }
         // The last pass left it in sync at this very IP: someone else changed it since.
         if entry.in_sync
             && entry.dns_server.as_deref() == Some(ip)
@@ -948,7 +972,7 @@ async fn forget_entries(ctx: &Context, link: &AppServiceLink) {
 }
 
 /// ARM failures that pass by themselves: throttling, an outage, a server error.
-const TRANSIENT_REASONS: [&str; 3] = ["Throttled", "Unreachable", "ArmError"];
+const TRANSIENT_REASONS: [&str; 4] = ["Throttled", "Unreachable", "ArmError", "WriteWindow"];
 
 fn transient(err: &ArmError) -> bool {
     TRANSIENT_REASONS.contains(&err.reason())

@@ -412,6 +412,54 @@ async fn a_second_writer_reverting_the_operators_key_is_outlasted_without_a_figh
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_dns_ip_writes_the_app_service_once_per_window_and_the_last_ip_wins() {
+    let web = site("contoso-web");
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    h.azure().add_site(web.clone(), foreign(&web.name));
+    h.operator_args(&[
+        "--resync-seconds",
+        "3600",
+        "--app-service-write-window-seconds",
+        "4",
+    ]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&link(std::slice::from_ref(&web), "AppSettings"));
+    app_services_ready(&h).await;
+    // The DNS Service's IP moves twice in a row, each move seen by the operator.
+    for ip in ["10.240.0.54", "10.240.0.55"] {
+        h.apply(&link(std::slice::from_ref(&web), "AppSettings").replace(IP, ip));
+        h.eventually(&format!("the link on {ip}"), |h| {
+            (h.link("web")?["status"]["dnsServerIP"] == ip).then_some(())
+        })
+        .await;
+    }
+    within(
+        &h,
+        Duration::from_secs(30),
+        "the App Service on the last IP",
+        |h| {
+            (h.azure().app_settings(&web)?.get("WEBSITE_DNS_SERVER")? == "10.240.0.55")
+                .then_some(())
+        },
+    )
+    .await;
+    let sim = h.azure();
+    assert_eq!(
+        count(sim, "PUT", "/config/appsettings", 200),
+        2,
+        "the first write and one for the flapping IP:\n{}",
+        timeline(sim).join("\n")
+    );
+    assert_eq!(sim.app_settings(&web).unwrap(), {
+        let mut want = foreign(&web.name);
+        want.insert("WEBSITE_DNS_SERVER".into(), "10.240.0.55".into());
+        want
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_keeps_reverting_the_setting_is_not_fought_forever() {
     let web = site("contoso-web");
     let h = started(std::slice::from_ref(&web), "1", Throttling::ARM).await;
