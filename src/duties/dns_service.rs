@@ -330,9 +330,9 @@ fn is_retained(svc: &Service) -> bool {
     svc.annotations().contains_key(ANNOTATION_RETAINED)
 }
 
-/// A link names a retained DNS Service again: it is managed, and deleted when unused, as before.
-async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), Error> {
-    let patch = json!({"metadata": {"annotations": {ANNOTATION_RETAINED: null}}});
+/// Sets (to the retaining link's name) or clears the retained mark on a DNS Service.
+async fn mark_retained(ctx: &Context, name: &str, by: Option<&str>) -> Result<(), kube::Error> {
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_RETAINED: by}}});
     api(ctx)
         .patch(
             name,
@@ -340,12 +340,17 @@ async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), E
             &Patch::Merge(&patch),
         )
         .await
-        .map_err(|e| {
-            Error::Apply(KubeError::new(
-                format!("adopting retained DNS Service {NAMESPACE}/{name}"),
-                e,
-            ))
-        })?;
+        .map(drop)
+}
+
+/// A link names a retained DNS Service again: it is managed, and deleted when unused, as before.
+async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), Error> {
+    mark_retained(ctx, name, None).await.map_err(|e| {
+        Error::Apply(KubeError::new(
+            format!("adopting retained DNS Service {NAMESPACE}/{name}"),
+            e,
+        ))
+    })?;
     ctx.event(
         link,
         EventType::Normal,
@@ -450,14 +455,8 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
         .services
         .get(&ObjectRef::new(name).within(NAMESPACE))
         .filter(|s| is_ours(s));
-    if let Some(svc) = ours.filter(|s| retaining && !is_retained(s)) {
-        let patch = json!({"metadata": {"annotations": {ANNOTATION_RETAINED: link.name_any()}}});
-        api(ctx)
-            .patch(
-                &svc.name_any(),
-                &ctx.update_params(RETAIN_FIELD_MANAGER),
-                &Patch::Merge(&patch),
-            )
+    if ours.is_some_and(|s| retaining && !is_retained(&s)) {
+        mark_retained(ctx, name, Some(&link.name_any()))
             .await
             .map_err(|e| {
                 Error::Delete(KubeError::new(
