@@ -875,18 +875,30 @@ async fn persist_previous(
         .cloned()
         .collect();
     list.extend(rest);
-    let api = Api::<AppServiceLink>::all(ctx.client.clone());
-    let patch = json!({"status": {"appServices": list}});
-    if ctx.config.dry_run {
-        return;
-    }
-    let params = ctx.update_params("appservicelink-app-service");
-    if let Err(err) = api
-        .patch_status(&link.name_any(), &params, &Patch::Merge(&patch))
-        .await
-    {
+    if let Err(err) = write_entries(ctx, link, &list).await {
         tracing::warn!(link = %link.name_any(), error = %err, "could not record previous App Service settings");
     }
+}
+
+/// Replaces the link's `status.appServices` at once, outside the status write at the end of the
+/// reconcile (nothing in dry-run mode).
+async fn write_entries(
+    ctx: &Context,
+    link: &AppServiceLink,
+    entries: &[AppServiceStatus],
+) -> Result<(), kube::Error> {
+    if ctx.config.dry_run {
+        return Ok(());
+    }
+    let patch = json!({"status": {"appServices": entries}});
+    Api::<AppServiceLink>::all(ctx.client.clone())
+        .patch_status(
+            &link.name_any(),
+            &ctx.update_params("appservicelink-app-service"),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
 }
 
 /// Restores (or, with `Retain`, leaves) one App Service the link no longer names.
@@ -955,18 +967,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
 /// Clears the link's App Service entries once they are restored: the status then says that its App
 /// Services no longer use its DNS Service, which another link being deleted at the same time reads.
 async fn forget_entries(ctx: &Context, link: &AppServiceLink) {
-    if ctx.config.dry_run {
-        return;
-    }
-    let patch = json!({"status": {"appServices": []}});
-    if let Err(err) = Api::<AppServiceLink>::all(ctx.client.clone())
-        .patch_status(
-            &link.name_any(),
-            &ctx.update_params("appservicelink-app-service"),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
+    if let Err(err) = write_entries(ctx, link, &[]).await {
         tracing::warn!(link = %link.name_any(), error = %err, "could not clear restored App Service entries");
     }
 }
