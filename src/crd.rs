@@ -109,6 +109,17 @@ pub struct DnsServiceSpec {
     #[schemars(length(max = 80))]
     #[x_kube(validation = Rule::new("self.matches('^[a-zA-Z0-9]([a-zA-Z0-9_.-]{0,78}[a-zA-Z0-9_])?$')").message("must be an Azure subnet name: 1-80 letters, digits, '_', '.' or '-', starting with a letter or digit"))]
     pub subnet: Option<String>,
+    /// Keep the address Azure assigned. Without `staticIP`, once the load balancer has an IP the
+    /// operator records it on the link (annotation `appservicelink.io/pinned-dns-ip`) and sets it as
+    /// the Service's `service.beta.kubernetes.io/azure-load-balancer-ipv4`, so that a re-created DNS
+    /// Service gets the same address and the App Services keep resolving. Set to false to let Azure
+    /// choose an address each time the Service is created.
+    #[serde(default = "default_pin_address")]
+    pub pin_address: bool,
+}
+
+fn default_pin_address() -> bool {
+    true
 }
 
 /// A label selector as Kubernetes declares it, bounded so that a CEL rule over it has a small
@@ -148,6 +159,7 @@ impl Default for DnsServiceSpec {
             name: default_dns_service_name(),
             static_ip: None,
             subnet: None,
+            pin_address: default_pin_address(),
         }
     }
 }
@@ -305,7 +317,8 @@ pub struct LinkedServiceStatus {
     pub internal_ip: Option<String>,
     /// Name the Service resolves as through the DNS Service: `<service>.<namespace>.<zone>`.
     pub fqdn: String,
-    /// Why the Service is not linked, when it is not.
+    /// Why the Service is not linked, when it is not; for a linked Service that was a public load
+    /// balancer, that unlinking cannot bring its public IP back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// How many times another field manager reverted the conversion since the link last changed,

@@ -64,16 +64,27 @@ pub struct DnsServiceSettings {
     pub static_ip: Option<String>,
     /// Subnet name, when set.
     pub subnet: Option<String>,
+    /// Whether an address Azure assigned is pinned (`spec.dns.service.pinAddress`).
+    pub pin: bool,
 }
 
-/// The server-side apply body for the DNS Service.
-pub fn desired(settings: &DnsServiceSettings) -> Value {
+/// The address the load balancer must have: the spec's static IP, else the pinned one.
+fn wanted_ip<'a>(settings: &'a DnsServiceSettings, pinned: Option<&'a str>) -> Option<&'a str> {
+    settings
+        .static_ip
+        .as_deref()
+        .or(pinned.filter(|_| settings.pin))
+}
+
+/// The server-side apply body for the DNS Service, with `pinned` as its address unless the spec
+/// sets a static IP.
+pub fn desired(settings: &DnsServiceSettings, pinned: Option<&str>) -> Value {
     let mut annotations = serde_json::Map::new();
     annotations.insert(ANNOTATION_INTERNAL.into(), json!("true"));
     if let Some(subnet) = &settings.subnet {
         annotations.insert(ANNOTATION_SUBNET.into(), json!(subnet));
     }
-    if let Some(ip) = &settings.static_ip {
+    if let Some(ip) = wanted_ip(settings, pinned) {
         annotations.insert(ANNOTATION_IPV4.into(), json!(ip));
     }
     json!({
@@ -98,7 +109,7 @@ pub fn desired(settings: &DnsServiceSettings) -> Value {
 }
 
 /// True when the observed Service already has everything [`desired`] asks for.
-pub fn is_converged(svc: &Service, settings: &DnsServiceSettings) -> bool {
+pub fn is_converged(svc: &Service, settings: &DnsServiceSettings, pinned: Option<&str>) -> bool {
     let annotations = svc.metadata.annotations.clone().unwrap_or_default();
     let annotation_is =
         |key: &str, want: Option<&str>| annotations.get(key).map(String::as_str) == want;
@@ -133,15 +144,19 @@ pub fn is_converged(svc: &Service, settings: &DnsServiceSettings) -> bool {
         })
         && annotation_is(ANNOTATION_INTERNAL, Some("true"))
         && annotation_is(ANNOTATION_SUBNET, settings.subnet.as_deref())
-        && annotation_is(ANNOTATION_IPV4, settings.static_ip.as_deref())
+        && annotation_is(ANNOTATION_IPV4, wanted_ip(settings, pinned))
 }
 
 /// The DNS server IP the Service offers: its load balancer IP, once assigned, and only if it is the
-/// static IP the link asked for (Azure may take a moment to move the frontend).
-pub fn dns_server_ip(svc: &Service, settings: &DnsServiceSettings) -> Option<String> {
+/// static or pinned IP the link asked for (Azure may take a moment to move the frontend).
+pub fn dns_server_ip(
+    svc: &Service,
+    settings: &DnsServiceSettings,
+    pinned: Option<&str>,
+) -> Option<String> {
     let ip = load_balancer_ip(svc)?;
-    match &settings.static_ip {
-        Some(wanted) if *wanted != ip => None,
+    match wanted_ip(settings, pinned) {
+        Some(wanted) if wanted != ip => None,
         _ => Some(ip),
     }
 }
@@ -155,6 +170,8 @@ pub struct Claim {
     pub created: String,
     /// What it wants.
     pub settings: DnsServiceSettings,
+    /// The address it pinned for that Service, if it did.
+    pub pinned: Option<String>,
 }
 
 /// Which claim decides the Service's settings, so the first link keeps the Service: a link whose
@@ -164,11 +181,40 @@ pub fn deciding_claim<'a>(
     name: &str,
     current: Option<&Service>,
 ) -> Option<&'a Claim> {
-    let in_place = |c: &Claim| current.is_some_and(|svc| is_converged(svc, &c.settings));
+    let in_place =
+        |c: &Claim| current.is_some_and(|svc| is_converged(svc, &c.settings, c.pinned.as_deref()));
     claims
         .iter()
         .filter(|c| c.settings.name == name)
         .min_by_key(|c| (!in_place(c), &c.created, &c.link))
+}
+
+/// The address to pin on the Service the deciding claim decides: the one it recorded, else the one
+/// Azure assigned to our Service. None when its spec sets a static IP or opts out of pinning.
+pub fn pin(decider: &Claim, observed: Option<&Service>) -> Option<String> {
+    if decider.settings.static_ip.is_some() || !decider.settings.pin {
+        return None;
+    }
+    decider
+        .pinned
+        .clone()
+        .or_else(|| observed.filter(|s| is_ours(s)).and_then(load_balancer_ip))
+}
+
+/// Records, on the link, the address pinned for its DNS Service: it outlives the Service (and the
+/// link's status), so that a re-created Service asks Azure for the same address.
+pub const ANNOTATION_PINNED_IP: &str = "appservicelink.io/pinned-dns-ip";
+/// Field manager for the pin record.
+const PIN_FIELD_MANAGER: &str = "appservicelink-dns-pin";
+
+/// The address `link` pinned for the DNS Service `name`: the record is `<name>=<ip>`, so a record
+/// for a Service the link no longer names pins nothing.
+pub fn pinned_on(link: &AppServiceLink, name: &str) -> Option<String> {
+    let (service, ip) = link
+        .annotations()
+        .get(ANNOTATION_PINNED_IP)?
+        .split_once('=')?;
+    (service == name && ip.parse::<std::net::Ipv4Addr>().is_ok()).then(|| ip.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +241,7 @@ pub fn settings(link: &AppServiceLink) -> DnsServiceSettings {
             .subnet
             .clone()
             .or_else(|| link.spec.services.subnet.clone()),
+        pin: link.spec.dns.service.pin_address,
     }
 }
 
@@ -210,6 +257,7 @@ fn claims(ctx: &Context) -> Vec<Claim> {
                 .map(|t| t.0.to_string())
                 .unwrap_or_default(),
             settings: settings(l),
+            pinned: pinned_on(l, &l.spec.dns.service.name),
         })
         .collect()
 }
@@ -240,7 +288,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
         let message = format!(
             "AppServiceLink {} already configures Service {NAMESPACE}/{name} with {}; use the same settings or another spec.dns.service.name",
             decider.link,
-            describe(&decider.settings)
+            describe(&decider.settings, decider.pinned.as_deref())
         );
         return Ok(DnsOutcome {
             duty: DutyStatus::blocked(types::DNS_SERVICE, "DnsServiceConflict", message),
@@ -257,14 +305,20 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             server_ip: None,
         });
     }
+    let pinned = pin(decider, observed.as_deref());
+    if decider.link == link.name_any() && pinned != pinned_on(link, name) {
+        // Record first: the record is what keeps the address once the Service is gone.
+        record_pin(ctx, link, name, pinned.as_deref()).await?;
+    }
+    let pinned = pinned.as_deref();
     let current = match observed {
-        Some(svc) if is_converged(&svc, &mine) => (*svc).clone(),
+        Some(svc) if is_converged(&svc, &mine, pinned) => (*svc).clone(),
         _ => {
             let applied = api(ctx)
                 .patch(
                     name,
                     &ctx.apply_params(FIELD_MANAGER),
-                    &Patch::Apply(&desired(&mine)),
+                    &Patch::Apply(&desired(&mine, pinned)),
                 )
                 .await
                 .map_err(|e| {
@@ -279,7 +333,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                 "DnsServiceApplied",
                 format!(
                     "DNS Service {NAMESPACE}/{name} applied ({})",
-                    describe(&mine)
+                    describe(&mine, pinned)
                 ),
             )
             .await;
@@ -289,12 +343,15 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     if is_retained(&current) {
         adopt(ctx, link, name).await?;
     }
-    Ok(match dns_server_ip(&current, &mine) {
+    Ok(match dns_server_ip(&current, &mine, pinned) {
         Some(ip) => DnsOutcome {
             duty: DutyStatus::ready(
                 types::DNS_SERVICE,
                 "LoadBalancerReady",
-                format!("Service {NAMESPACE}/{name} serves DNS on {ip}"),
+                match (&mine.static_ip, pinned) {
+                    (None, Some(_)) => format!("Service {NAMESPACE}/{name} serves DNS on {ip}, pinned: a re-created Service keeps it"),
+                    _ => format!("Service {NAMESPACE}/{name} serves DNS on {ip}"),
+                },
             ),
             server_ip: Some(ip),
         },
@@ -302,7 +359,10 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             duty: DutyStatus::waiting(
                 types::DNS_SERVICE,
                 "WaitingForLoadBalancerIP",
-                format!("waiting for load balancer IP of Service {NAMESPACE}/{name}"),
+                match wanted_ip(&mine, pinned) {
+                    Some(ip) => format!("waiting for load balancer IP {ip} of Service {NAMESPACE}/{name}; if Azure cannot give it (the address is taken, or not in the subnet), see the Service's Events{}", if mine.static_ip.is_none() { format!(" and set spec.dns.service.pinAddress to false, or remove the annotation {ANNOTATION_PINNED_IP} from the link") } else { String::new() }),
+                    None => format!("waiting for load balancer IP of Service {NAMESPACE}/{name}"),
+                },
             ),
             server_ip: None,
         },
@@ -317,7 +377,47 @@ pub fn observed_ip(ctx: &Context, link: &AppServiceLink) -> Option<String> {
         .services
         .get(&ObjectRef::new(&mine.name).within(NAMESPACE))
         .filter(|s| is_ours(s))?;
-    dns_server_ip(&svc, &mine)
+    let pinned = pinned_on(link, &mine.name);
+    dns_server_ip(&svc, &mine, pinned.as_deref())
+}
+
+/// Sets (or, with `None`, clears) the link's record of the address pinned for its DNS Service.
+async fn record_pin(
+    ctx: &Context,
+    link: &AppServiceLink,
+    name: &str,
+    ip: Option<&str>,
+) -> Result<(), Error> {
+    if ctx.config.dry_run {
+        return Ok(());
+    }
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_PINNED_IP: ip.map(|ip| format!("{name}={ip}"))}}});
+    Api::<AppServiceLink>::all(ctx.client.clone())
+        .patch(
+            &link.name_any(),
+            &ctx.update_params(PIN_FIELD_MANAGER),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| {
+            Error::Apply(KubeError::new(
+                format!(
+                    "recording the address of DNS Service {NAMESPACE}/{name} on AppServiceLink {}",
+                    link.name_any()
+                ),
+                e,
+            ))
+        })?;
+    if let Some(ip) = ip {
+        ctx.event(
+            link,
+            EventType::Normal,
+            "DnsServiceAddressPinned",
+            format!("DNS Service {NAMESPACE}/{name} keeps {ip}: a re-created Service asks Azure for it (spec.dns.service.pinAddress)"),
+        )
+        .await;
+    }
+    Ok(())
 }
 
 /// Marks a DNS Service kept for App Services a deleted link left pointing at it
@@ -476,13 +576,15 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     collect_unused(ctx, link, None).await
 }
 
-fn describe(settings: &DnsServiceSettings) -> String {
+fn describe(settings: &DnsServiceSettings, pinned: Option<&str>) -> String {
+    let address = match (&settings.static_ip, wanted_ip(settings, pinned)) {
+        (Some(ip), _) => format!("staticIP {ip}"),
+        (None, Some(ip)) => format!("address {ip} (pinned)"),
+        (None, None) if settings.pin => "address assigned by Azure, then pinned".to_string(),
+        (None, None) => "address assigned by Azure".to_string(),
+    };
     format!(
-        "staticIP {}, subnet {}",
-        settings
-            .static_ip
-            .as_deref()
-            .unwrap_or("(assigned by Azure)"),
+        "{address}, subnet {}",
         settings.subnet.as_deref().unwrap_or("(default)")
     )
 }

@@ -106,6 +106,9 @@ pub struct LinkSettings {
     pub allow_public: bool,
 }
 
+/// Said of a converted public load balancer: Azure released its public IP at the conversion.
+pub const PUBLIC_IP_RELEASED: &str = "was a public load balancer: unlinking makes it public again, but with a new public IP (a released public IP cannot be restored)";
+
 /// What a Service was before the conversion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousState {
@@ -573,6 +576,11 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
         } else {
             LinkedServiceState::Pending
         };
+        if entry.message.is_none()
+            && PreviousState::trusted_on(&observed).is_some_and(|p| p.is_public_load_balancer())
+        {
+            entry.message = Some(PUBLIC_IP_RELEASED.into());
+        }
         entries.push(entry);
     }
     let mut release_failures = Vec::new();

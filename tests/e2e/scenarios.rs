@@ -189,7 +189,7 @@ async fn a_new_dns_ip_reaches_status_and_the_old_service_settings_go() {
     let dns = h.service("kube-system", "appservicelink-dns").unwrap();
     assert_eq!(annotations(&dns)[IPV4], "10.240.0.99");
     h.wait_ready("web").await;
-    // Dropping the static IP lets Azure choose, and removes the annotation.
+    // Dropping the static IP keeps the address, now pinned (recorded on the link)...
     h.kubectl_ok(&[
         "patch",
         "asl",
@@ -198,6 +198,25 @@ async fn a_new_dns_ip_reaches_status_and_the_old_service_settings_go() {
         "json",
         "-p",
         r#"[{"op":"remove","path":"/spec/dns/service/staticIP"}]"#,
+    ]);
+    h.eventually("the address pinned on the link", |h| {
+        let link = h.link("web")?;
+        (link["metadata"]["annotations"]["appservicelink.io/pinned-dns-ip"]
+            == "appservicelink-dns=10.240.0.99")
+            .then_some(())
+    })
+    .await;
+    let dns = h.service("kube-system", "appservicelink-dns").unwrap();
+    assert_eq!(annotations(&dns)[IPV4], "10.240.0.99");
+    // ...and opting out of the pin lets Azure choose, and removes the annotation.
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"dns":{"service":{"pinAddress":false}}}}"#,
     ]);
     h.eventually("the static IP annotation removed", |h| {
         let dns = h.service("kube-system", "appservicelink-dns")?;
@@ -306,6 +325,22 @@ async fn two_links_share_one_k8s_external_line_and_one_dns_service() {
     // The public LoadBalancer was converted because that link opted in.
     let storefront = h.service("shop", "storefront").unwrap();
     assert_eq!(annotations(&storefront)[INTERNAL], "true");
+    // Its status entry warns that unlinking cannot bring its public IP back.
+    let entries = h.link("partners").unwrap()["status"]["services"].clone();
+    let entry = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "storefront")
+        .unwrap()
+        .clone();
+    assert_eq!(entry["state"], "Linked", "{entry}");
+    assert!(
+        entry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("new public IP")),
+        "{entry}"
+    );
     // Deleting one link keeps the shared DNS Service and the other zone.
     h.kubectl_ok(&["delete", "asl", "partners", "--timeout=30s"]);
     assert_eq!(

@@ -5,12 +5,13 @@ fn settings(ip: Option<&str>) -> DnsServiceSettings {
         name: "appservicelink-dns".into(),
         static_ip: ip.map(str::to_string),
         subnet: Some("ilb".into()),
+        pin: true,
     }
 }
 
 /// The Service the apiserver would hold after applying `desired`, with defaults filled in.
 fn applied(settings: &DnsServiceSettings) -> Service {
-    let mut value = desired(settings);
+    let mut value = desired(settings, None);
     value["spec"]["clusterIP"] = json!("10.0.0.53");
     value["spec"]["sessionAffinity"] = json!("None");
     serde_json::from_value(value).unwrap()
@@ -18,7 +19,7 @@ fn applied(settings: &DnsServiceSettings) -> Service {
 
 #[test]
 fn the_dns_service_fronts_coredns_on_both_protocols_internally() {
-    let body = desired(&settings(Some("10.240.0.53")));
+    let body = desired(&settings(Some("10.240.0.53")), None);
     assert_eq!(body["metadata"]["namespace"], "kube-system");
     assert_eq!(body["spec"]["type"], "LoadBalancer");
     assert_eq!(body["spec"]["selector"], json!({"k8s-app": "kube-dns"}));
@@ -40,7 +41,7 @@ fn the_dns_service_fronts_coredns_on_both_protocols_internally() {
 
 #[test]
 fn no_static_ip_means_no_ipv4_annotation() {
-    let body = desired(&settings(None));
+    let body = desired(&settings(None), None);
     assert!(body["metadata"]["annotations"]
         .get(ANNOTATION_IPV4)
         .is_none());
@@ -49,9 +50,9 @@ fn no_static_ip_means_no_ipv4_annotation() {
 #[test]
 fn an_applied_service_is_converged_until_the_settings_change() {
     let svc = applied(&settings(Some("10.240.0.53")));
-    assert!(is_converged(&svc, &settings(Some("10.240.0.53"))));
-    assert!(!is_converged(&svc, &settings(Some("10.240.0.54"))));
-    assert!(!is_converged(&svc, &settings(None)));
+    assert!(is_converged(&svc, &settings(Some("10.240.0.53")), None));
+    assert!(!is_converged(&svc, &settings(Some("10.240.0.54")), None));
+    assert!(!is_converged(&svc, &settings(None), None));
 }
 
 #[test]
@@ -59,19 +60,25 @@ fn a_foreign_service_is_never_converged_or_ours() {
     let mut svc = applied(&settings(None));
     svc.metadata.labels = None;
     assert!(!is_ours(&svc));
-    assert!(!is_converged(&svc, &settings(None)));
+    assert!(!is_converged(&svc, &settings(None), None));
 }
 
 #[test]
 fn the_ip_counts_only_once_it_is_the_static_ip_asked_for() {
     let mut svc = applied(&settings(Some("10.240.0.53")));
-    assert_eq!(dns_server_ip(&svc, &settings(Some("10.240.0.53"))), None);
+    assert_eq!(
+        dns_server_ip(&svc, &settings(Some("10.240.0.53")), None),
+        None
+    );
     svc.status =
         serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "10.240.0.9"}]}}))
             .unwrap();
-    assert_eq!(dns_server_ip(&svc, &settings(Some("10.240.0.53"))), None);
     assert_eq!(
-        dns_server_ip(&svc, &settings(None)).as_deref(),
+        dns_server_ip(&svc, &settings(Some("10.240.0.53")), None),
+        None
+    );
+    assert_eq!(
+        dns_server_ip(&svc, &settings(None), None).as_deref(),
         Some("10.240.0.9")
     );
 }
@@ -82,6 +89,7 @@ fn the_oldest_link_decides() {
         link: link.into(),
         created: created.into(),
         settings: settings(ip),
+        pinned: None,
     };
     let claims = vec![
         claim("b", "2026-01-02T00:00:00Z", Some("10.240.0.54")),
@@ -103,4 +111,84 @@ fn the_oldest_link_decides() {
             .link,
         "a"
     );
+}
+
+fn with_ip(mut svc: Service, ip: &str) -> Service {
+    svc.status =
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": ip}]}})).unwrap();
+    svc
+}
+
+#[test]
+fn a_pinned_address_becomes_the_ipv4_annotation_unless_the_spec_sets_one() {
+    let body = desired(&settings(None), Some("10.240.0.9"));
+    assert_eq!(
+        body["metadata"]["annotations"][ANNOTATION_IPV4],
+        "10.240.0.9"
+    );
+    let body = desired(&settings(Some("10.240.0.53")), Some("10.240.0.9"));
+    assert_eq!(
+        body["metadata"]["annotations"][ANNOTATION_IPV4],
+        "10.240.0.53"
+    );
+    let opted_out = DnsServiceSettings {
+        pin: false,
+        ..settings(None)
+    };
+    assert!(
+        desired(&opted_out, Some("10.240.0.9"))["metadata"]["annotations"]
+            .get(ANNOTATION_IPV4)
+            .is_none()
+    );
+    // A Service applied without the pin is not converged until it carries it.
+    let svc = with_ip(applied(&settings(None)), "10.240.0.9");
+    assert!(!is_converged(&svc, &settings(None), Some("10.240.0.9")));
+    let mut pinned = desired(&settings(None), Some("10.240.0.9"));
+    pinned["spec"]["clusterIP"] = json!("10.0.0.53");
+    let pinned = with_ip(serde_json::from_value(pinned).unwrap(), "10.240.0.9");
+    assert!(is_converged(&pinned, &settings(None), Some("10.240.0.9")));
+}
+
+#[test]
+fn the_pin_is_the_recorded_address_else_the_one_azure_assigned() {
+    let decider = |pinned: Option<&str>, settings: DnsServiceSettings| Claim {
+        link: "a".into(),
+        created: "2026-01-01T00:00:00Z".into(),
+        settings,
+        pinned: pinned.map(str::to_string),
+    };
+    let assigned = with_ip(applied(&settings(None)), "10.240.0.9");
+    assert_eq!(pin(&decider(None, settings(None)), None), None);
+    assert_eq!(
+        pin(&decider(None, settings(None)), Some(&assigned)).as_deref(),
+        Some("10.240.0.9")
+    );
+    // A re-created Service: the record wins over whatever Azure assigned meanwhile.
+    assert_eq!(
+        pin(
+            &decider(Some("10.240.0.7"), settings(None)),
+            Some(&assigned)
+        )
+        .as_deref(),
+        Some("10.240.0.7")
+    );
+    assert_eq!(
+        pin(
+            &decider(Some("10.240.0.7"), settings(Some("10.240.0.53"))),
+            Some(&assigned)
+        ),
+        None
+    );
+    let opted_out = DnsServiceSettings {
+        pin: false,
+        ..settings(None)
+    };
+    assert_eq!(
+        pin(&decider(Some("10.240.0.7"), opted_out), Some(&assigned)),
+        None
+    );
+    // Someone else's Service of that name lends no address.
+    let mut foreign = assigned.clone();
+    foreign.metadata.labels = None;
+    assert_eq!(pin(&decider(None, settings(None)), Some(&foreign)), None);
 }
