@@ -27,6 +27,11 @@ pub const DRY_RUN_PREFIX: &str = "dry run, not applied: ";
 pub struct Config {
     /// Name of the CoreDNS Deployment in `kube-system`.
     pub coredns_deployment: String,
+    /// Dedicated mode: the operator's own CoreDNS serves the zones, and nothing in `kube-system` is
+    /// written. `None`: the cluster's CoreDNS, through `coredns-custom`.
+    pub dedicated_dns: Option<DedicatedDns>,
+    /// The cluster's DNS domain, which the `kubernetes` plugin serves.
+    pub cluster_domain: String,
     /// Roll CoreDNS when the override changes, instead of waiting for its `reload` plugin.
     pub restart_coredns: bool,
     /// How often every link is reconciled even when nothing changed (drift repair).
@@ -45,6 +50,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             coredns_deployment: "coredns".into(),
+            dedicated_dns: None,
+            cluster_domain: "cluster.local".into(),
             restart_coredns: true,
             resync: Duration::from_secs(300),
             revert_window: Duration::from_secs(3600),
@@ -52,6 +59,15 @@ impl Default for Config {
             dry_run: false,
         }
     }
+}
+
+/// Where the dedicated CoreDNS runs, and which image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DedicatedDns {
+    /// Its namespace (the operator's own), also the DNS Service's.
+    pub namespace: String,
+    /// Its container image.
+    pub image: String,
 }
 
 /// Everything a reconcile needs.
@@ -124,6 +140,15 @@ impl Context {
             dry_run: self.config.dry_run,
             ..Default::default()
         }
+    }
+
+    /// Namespace of the DNS Service: `kube-system`, where the cluster's CoreDNS runs, or the
+    /// dedicated CoreDNS's.
+    pub fn dns_namespace(&self) -> &str {
+        self.config
+            .dedicated_dns
+            .as_ref()
+            .map_or("kube-system", |d| d.namespace.as_str())
     }
 
     /// Links that are not being deleted.

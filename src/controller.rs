@@ -20,7 +20,7 @@ use tracing::{info, warn};
 use crate::azure::arm::ArmClient;
 use crate::context::{Config, Context};
 use crate::crd::AppServiceLink;
-use crate::duties::{corefile, dns_service, service_link};
+use crate::duties::{corefile, dedicated_dns, service_link};
 use crate::reconcile::{self, Pipeline};
 use crate::runtime::health::Health;
 use crate::runtime::metrics::Metrics;
@@ -76,9 +76,15 @@ pub async fn run(
     .reflect(namespaces_writer)
     .inspect_ok(synced.listed())
     .touched_objects();
+    // The ConfigMap the zones are written to: coredns-custom, or in dedicated mode the dedicated
+    // CoreDNS's own (nothing in kube-system is read or written then).
+    let (configmap_namespace, configmap_name) = match &config.dedicated_dns {
+        None => (corefile::NAMESPACE, corefile::CONFIGMAP),
+        Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
+    };
     let configmap_stream = watcher(
-        Api::<ConfigMap>::namespaced(client.clone(), corefile::NAMESPACE),
-        watcher::Config::default().fields(&format!("metadata.name={}", corefile::CONFIGMAP)),
+        Api::<ConfigMap>::namespaced(client.clone(), configmap_namespace),
+        watcher::Config::default().fields(&format!("metadata.name={configmap_name}")),
     )
     .default_backoff()
     .touched_objects();
@@ -156,7 +162,7 @@ fn spec_or_lifecycle(link: &AppServiceLink) -> Option<u64> {
 /// DNS Service it is.
 fn links_for_service(ctx: &Context, svc: &Service) -> Vec<ObjectRef<AppServiceLink>> {
     let holder = service_link::holder(svc);
-    let is_dns = svc.namespace().as_deref() == Some(dns_service::NAMESPACE);
+    let is_dns = svc.namespace().as_deref() == Some(ctx.dns_namespace());
     ctx.links
         .state()
         .iter()

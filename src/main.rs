@@ -6,7 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use appservicelink::azure::arm::ArmClient;
 use appservicelink::azure::credentials as azure_auth;
-use appservicelink::context::Config;
+use appservicelink::context::{Config, DedicatedDns};
 use appservicelink::runtime::health::Health;
 use appservicelink::runtime::metrics::Metrics;
 use appservicelink::runtime::{endpoints, leader, telemetry};
@@ -24,6 +24,8 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at startup: the size of the `run` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the controller against the cluster in KUBECONFIG, ~/.kube/config, or the in-cluster config.
     Run(RunArgs),
@@ -66,6 +68,24 @@ struct RunArgs {
     /// the change up within about a minute).
     #[arg(long, env = "APPSERVICELINK_RESTART_COREDNS", default_value_t = true, action = clap::ArgAction::Set)]
     restart_coredns: bool,
+    /// Which CoreDNS serves the zones: `cluster` adds a key to kube-system/coredns-custom and uses
+    /// the cluster's CoreDNS; `dedicated` runs the operator's own CoreDNS in
+    /// --dedicated-dns-namespace and writes nothing in kube-system (AKS Automatic, or a team that may
+    /// not touch cluster DNS).
+    #[arg(
+        long,
+        env = "APPSERVICELINK_DNS_MODE",
+        value_enum,
+        default_value = "cluster"
+    )]
+    dns_mode: DnsModeArg,
+    /// Namespace of the dedicated CoreDNS and its DNS Service (in a cluster: the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    dedicated_dns_namespace: String,
+    /// Image of the dedicated CoreDNS (AKS's mirror: the image of kube-system/coredns, e.g.
+    /// mcr.microsoft.com/oss/kubernetes/coredns:<tag>).
+    #[arg(long, env = "APPSERVICELINK_COREDNS_IMAGE", default_value = appservicelink::duties::dedicated_dns::DEFAULT_IMAGE)]
+    coredns_image: String,
     /// Seconds between full reconciles of every link, which repair drift.
     #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
@@ -141,6 +161,12 @@ struct RunArgs {
     leader_election_lease_seconds: u64,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DnsModeArg {
+    Cluster,
+    Dedicated,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -165,6 +191,13 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default().await?;
             let config = Config {
                 coredns_deployment: args.coredns_deployment,
+                dedicated_dns: match args.dns_mode {
+                    DnsModeArg::Cluster => None,
+                    DnsModeArg::Dedicated => Some(DedicatedDns {
+                        namespace: args.dedicated_dns_namespace,
+                        image: args.coredns_image,
+                    }),
+                },
                 restart_coredns: args.restart_coredns,
                 resync: Duration::from_secs(args.resync_seconds),
                 revert_window: Duration::from_secs(args.revert_window_seconds),
@@ -172,6 +205,7 @@ async fn main() -> anyhow::Result<()> {
                     args.app_service_write_window_seconds,
                 ),
                 dry_run: args.dry_run,
+                ..Config::default()
             };
             let azure = azure_auth::AzureConfig {
                 arm_endpoint: args.arm_endpoint,

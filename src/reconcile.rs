@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::crd::AppServiceLink;
-use crate::duties::{app_service, corefile, dns_service, service_link};
+use crate::duties::{app_service, corefile, dedicated_dns, dns_service, service_link};
 use crate::error::KubeError;
 use crate::runtime::crash_points;
 use crate::status::{self, types, DutyStatus, Observed};
@@ -42,6 +42,9 @@ pub enum Error {
     /// The CoreDNS override could not be written, or CoreDNS not rolled.
     #[error(transparent)]
     Corefile(#[from] corefile::Error),
+    /// The dedicated CoreDNS could not be written (dedicated mode).
+    #[error(transparent)]
+    DedicatedDns(#[from] dedicated_dns::Error),
     /// App Services could not be restored; the link keeps its finalizer until they are.
     #[error(transparent)]
     AppService(#[from] app_service::Error),
@@ -61,6 +64,7 @@ impl Error {
             Self::ServiceLink(e) => e.category(),
             Self::DnsService(e) => e.category(),
             Self::Corefile(e) => e.category(),
+            Self::DedicatedDns(e) => e.category(),
             Self::AppService(e) => e.category(),
             Self::Status(e) => e.category(),
             Self::Finalizer(err) => match err.as_ref() {
@@ -89,6 +93,7 @@ impl Error {
             )
             | Self::DnsService(dns_service::Error::Apply(e) | dns_service::Error::Delete(e))
             | Self::Corefile(corefile::Error::Override(e) | corefile::Error::Restart(e))
+            | Self::DedicatedDns(dedicated_dns::Error::Apply(e))
             | Self::Status(e) => Some(e),
             Self::AppService(_) => None,
             Self::Finalizer(err) => match err.as_ref() {
@@ -117,6 +122,7 @@ impl Error {
             Self::ServiceLink(e) => (types::SERVICES, e.reason()),
             Self::DnsService(e) => (types::DNS_SERVICE, e.reason()),
             Self::Corefile(e) => (types::COREDNS_OVERRIDE, e.reason()),
+            Self::DedicatedDns(e) => (types::COREDNS_OVERRIDE, e.reason()),
             Self::AppService(e) => (types::APP_SERVICES, e.reason()),
             Self::Status(_) => (types::READY, "StatusWriteFailed"),
             Self::Finalizer(err) => match err.as_ref() {
@@ -244,7 +250,7 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
         let _cluster_wide = pipeline.cluster_wide.lock().await;
         (
             dns_service::reconcile(ctx, link).await,
-            corefile::reconcile(ctx, Some(link)).await,
+            serve_zones(ctx, Some(link)).await,
         )
     };
     let mut dns = dns.unwrap_or_else(|err| {
@@ -257,7 +263,6 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
         outcome
     });
     let corefile = corefile.unwrap_or_else(|err| {
-        let err = Error::from(err);
         let duty = err.duty_status();
         failures.push(err);
         duty
@@ -291,6 +296,15 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
     }
 }
 
+/// Duty 3: the zones served by the cluster's CoreDNS (the `coredns-custom` override) or, in
+/// dedicated mode, by the operator's own CoreDNS.
+async fn serve_zones(ctx: &Context, link: Option<&AppServiceLink>) -> Result<DutyStatus, Error> {
+    match &ctx.config.dedicated_dns {
+        None => Ok(corefile::reconcile(ctx, link).await?),
+        Some(dedicated) => Ok(dedicated_dns::reconcile(ctx, dedicated, link).await?),
+    }
+}
+
 /// The Cleanup arm: undo everything the link did, App Services first. Until they are restored (an
 /// ARM outage, a missing role) nothing else is removed, so an App Service is never left pointing at
 /// a DNS Service the operator deleted; with `deletionPolicy: Retain` the DNS Service is kept for them.
@@ -310,7 +324,7 @@ async fn undo(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Erro
     let services = service_link::cleanup(ctx, link).await;
     {
         let _cluster_wide = pipeline.cluster_wide.lock().await;
-        corefile::reconcile(ctx, None).await?;
+        serve_zones(ctx, None).await?;
         dns_service::cleanup(ctx, link).await?;
     }
     services?;

@@ -371,6 +371,29 @@ fn every_controller_setting_reaches_its_flag() {
     assert!(!defaults.contains(&"--dry-run".to_string()));
     assert!(arg_value(&defaults, "--azure-ca-bundle").is_none());
     assert!(arg_value(&defaults, "--azure-authority-host").is_none());
+    assert_eq!(
+        arg_value(&defaults, "--dns-mode").as_deref(),
+        Some("cluster")
+    );
+    assert!(arg_value(&defaults, "--coredns-image").is_none());
+
+    let dedicated = self::args(&render(json!({
+        "dns": {"mode": "dedicated", "dedicated": {"image": "mcr.microsoft.com/oss/kubernetes/coredns:v1.12.1"}},
+    })));
+    for (flag, value) in [
+        ("--dns-mode", "dedicated"),
+        ("--dedicated-dns-namespace", "$(POD_NAMESPACE)"),
+        (
+            "--coredns-image",
+            "mcr.microsoft.com/oss/kubernetes/coredns:v1.12.1",
+        ),
+    ] {
+        assert_eq!(
+            arg_value(&dedicated, flag).as_deref(),
+            Some(value),
+            "{flag}"
+        );
+    }
 }
 
 /// Every `--flag` the chart can pass, and every APPSERVICELINK_* variable it sets, is one the

@@ -65,6 +65,7 @@ impl std::fmt::Display for Attributes {
 }
 
 /// One request as recorded by kube-sim (or read back from the e2e log).
+#[derive(Debug)]
 struct Request {
     method: String,
     path: String,
@@ -197,9 +198,24 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The dedicated CoreDNS's ServiceAccount (`dns.mode: dedicated`), not the operator's.
+const COREDNS_SA: &str = "appservicelink-coredns";
+
+/// Whether a binding binds only the dedicated CoreDNS.
+fn binds_coredns(binding: &Value) -> bool {
+    binding["subjects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["kind"] == "ServiceAccount" && s["name"] == COREDNS_SA)
+}
+
 /// The rules bound to the chart's ServiceAccount, failing on wildcards and on Secrets.
 fn bound_rules(objects: &[Value]) -> Vec<Rule> {
-    let sa = chart::one(objects, "ServiceAccount");
+    let sa = objects
+        .iter()
+        .find(|o| o["kind"] == "ServiceAccount" && o["metadata"]["name"] != COREDNS_SA)
+        .expect("the operator's ServiceAccount");
     let (sa_name, sa_ns) = (
         sa["metadata"]["name"].as_str().unwrap(),
         sa["metadata"]["namespace"].as_str().unwrap(),
@@ -208,6 +224,7 @@ fn bound_rules(objects: &[Value]) -> Vec<Rule> {
     for binding in objects
         .iter()
         .filter(|o| o["kind"] == "ClusterRoleBinding" || o["kind"] == "RoleBinding")
+        .filter(|o| !binds_coredns(o))
     {
         let binds_us = binding["subjects"].as_array().unwrap().iter().any(|s| {
             s["kind"] == "ServiceAccount" && s["name"] == sa_name && s["namespace"] == sa_ns
@@ -340,14 +357,16 @@ spec:
     )
 }
 
-fn override_text(h: &Harness) -> String {
+/// What serves the zones: the override key of coredns-custom, or the dedicated CoreDNS's Corefile.
+fn override_text(h: &Harness, dedicated: bool) -> String {
+    let (namespace, name, key) = if dedicated {
+        (chart::NAMESPACE, COREDNS_SA, "Corefile")
+    } else {
+        ("kube-system", "coredns-custom", "appservicelink.override")
+    };
     h.sim
-        .get("v1", "ConfigMap", Some("kube-system"), "coredns-custom")
-        .and_then(|c| {
-            c["data"]["appservicelink.override"]
-                .as_str()
-                .map(str::to_string)
-        })
+        .get("v1", "ConfigMap", Some(namespace), name)
+        .and_then(|c| c["data"][key].as_str().map(str::to_string))
         .unwrap_or_default()
 }
 
@@ -357,8 +376,16 @@ async fn exercise(objects: &[Value]) -> (Vec<Request>, bool) {
     let mut h = Harness::cluster().await;
     // The harness creates the chart's namespace (harness::OPERATOR_NAMESPACE) like every cluster here.
     assert_eq!(chart::NAMESPACE, harness::OPERATOR_NAMESPACE);
+    let dedicated = chart::args(objects)
+        .iter()
+        .any(|a| a == "--dns-mode=dedicated");
     // The operator creates coredns-custom itself when it is missing (k3s, fresh clusters).
     h.kubectl_ok(&["-n", "kube-system", "delete", "configmap", "coredns-custom"]);
+    let dns_namespace = if dedicated {
+        chart::NAMESPACE
+    } else {
+        "kube-system"
+    };
 
     // The Deployment's args, as the container runs them.
     let mut args = Vec::new();
@@ -389,7 +416,9 @@ async fn exercise(objects: &[Value]) -> (Vec<Request>, bool) {
     // The same link changes zone: the same Events again, which the recorder patches as a series.
     h.apply(&link("web", "true", "shop.local"));
     h.eventually("the override to follow the new zone", |h| {
-        override_text(h).contains("shop.local").then_some(())
+        override_text(h, dedicated)
+            .contains("shop.local")
+            .then_some(())
     })
     .await;
     h.eventually("web to be Ready for its new generation", |h| {
@@ -415,7 +444,7 @@ async fn exercise(objects: &[Value]) -> (Vec<Request>, bool) {
     // Links deleted: override emptied, DNS Service deleted, finalizers released.
     h.kubectl_ok(&["delete", "asl", "partners", "web", "--timeout=30s"]);
     h.eventually("the DNS Service to be deleted", |h| {
-        h.service("kube-system", "appservicelink-dns")
+        h.service(dns_namespace, "appservicelink-dns")
             .is_none()
             .then_some(())
     })
@@ -491,6 +520,69 @@ async fn the_chart_rbac_allows_exactly_what_the_operator_does() {
         unused.is_empty(),
         "the chart grants what the operator never used (remove it, or exercise it in this test, or list it in UNEXERCISED with the reason):\n{}",
         unused.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_dedicated_dns_mode_the_chart_rbac_allows_exactly_what_the_operator_does_and_nothing_in_kube_system(
+) {
+    let objects = chart::render(json!({"dns": {"mode": "dedicated"}}));
+    let mut rules = bound_rules(&objects);
+    assert!(
+        rules
+            .iter()
+            .all(|r| r.namespace.as_deref() != Some("kube-system")),
+        "dedicated mode grants nothing in kube-system: {rules:?}"
+    );
+    let (requests, leader_election) = exercise(&objects).await;
+    eprintln!("what the operator asked for:\n{}", summary(&requests));
+    let in_kube_system: Vec<&Request> = requests
+        .iter()
+        .filter(|r| r.path.contains("/namespaces/kube-system/"))
+        .collect();
+    assert!(
+        in_kube_system.is_empty(),
+        "requests in kube-system: {in_kube_system:?}"
+    );
+    let denied = denied(&requests, &rules);
+    assert!(denied.is_empty(), "denied:\n{}", denied.join("\n"));
+    if !leader_election {
+        rules.retain(|r| !r.resources.iter().any(|res| res == "leases"));
+    }
+    let unused = unused(&requests, &rules);
+    assert!(unused.is_empty(), "unused:\n{}", unused.join("\n"));
+
+    // The dedicated CoreDNS's own identity reads what its kubernetes plugin watches, nothing else.
+    let reader: Vec<&Value> = objects
+        .iter()
+        .filter(|o| o["kind"] == "ClusterRoleBinding" && binds_coredns(o))
+        .collect();
+    assert_eq!(reader.len(), 1);
+    let role = objects
+        .iter()
+        .find(|o| {
+            o["kind"] == "ClusterRole" && o["metadata"]["name"] == reader[0]["roleRef"]["name"]
+        })
+        .unwrap();
+    let mut granted: Vec<String> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let verbs = strings(&r["verbs"]).join(",");
+            strings(&r["resources"])
+                .into_iter()
+                .map(move |res| format!("{res}:{verbs}"))
+        })
+        .collect();
+    granted.sort();
+    assert_eq!(
+        granted,
+        [
+            "endpointslices:list,watch",
+            "namespaces:list,watch",
+            "services:list,watch"
+        ]
     );
 }
 

@@ -20,7 +20,8 @@ use crate::duties::load_balancer::{
 use crate::error::{is_not_found, KubeError};
 use crate::status::{types, DutyStatus};
 
-/// Namespace of the DNS Service: where CoreDNS runs.
+/// Namespace of the DNS Service in cluster mode: where the cluster's CoreDNS runs. In dedicated
+/// mode it is the dedicated CoreDNS's ([`Context::dns_namespace`]).
 pub const NAMESPACE: &str = "kube-system";
 /// Field manager for the DNS Service.
 pub const FIELD_MANAGER: &str = "appservicelink-dns-service";
@@ -55,11 +56,24 @@ impl Error {
 /// The label CoreDNS pods carry on AKS (the same selector as `kube-dns`).
 const COREDNS_SELECTOR: (&str, &str) = ("k8s-app", "kube-dns");
 
+/// The pods the DNS Service selects: the cluster's CoreDNS, or the dedicated one.
+fn selector(settings: &DnsServiceSettings) -> (&'static str, &'static str) {
+    if settings.dedicated {
+        super::dedicated_dns::POD_LABEL
+    } else {
+        COREDNS_SELECTOR
+    }
+}
+
 /// What a link wants of its DNS Service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsServiceSettings {
-    /// Name of the Service in `kube-system`.
+    /// Name of the Service.
     pub name: String,
+    /// Its namespace, where the CoreDNS it fronts runs.
+    pub namespace: String,
+    /// Whether it fronts the dedicated CoreDNS rather than the cluster's.
+    pub dedicated: bool,
     /// Static frontend IP, when set.
     pub static_ip: Option<String>,
     /// Subnet name, when set.
@@ -92,13 +106,13 @@ pub fn desired(settings: &DnsServiceSettings, pinned: Option<&str>) -> Value {
         "kind": "Service",
         "metadata": {
             "name": settings.name,
-            "namespace": NAMESPACE,
+            "namespace": settings.namespace,
             "labels": {MANAGED_BY_LABEL: MANAGED_BY},
             "annotations": annotations,
         },
         "spec": {
             "type": "LoadBalancer",
-            "selector": {COREDNS_SELECTOR.0: COREDNS_SELECTOR.1},
+            "selector": {selector(settings).0: selector(settings).1},
             // One load balancer carries both protocols (MixedProtocolLBService, GA since 1.26).
             "ports": [
                 {"name": "dns-udp", "port": 53, "protocol": "UDP", "targetPort": 53},
@@ -115,7 +129,8 @@ pub fn is_converged(svc: &Service, settings: &DnsServiceSettings, pinned: Option
         |key: &str, want: Option<&str>| annotations.get(key).map(String::as_str) == want;
     let Some(spec) = &svc.spec else { return false };
     let selector_ok = spec.selector.as_ref().is_some_and(|s| {
-        s.len() == 1 && s.get(COREDNS_SELECTOR.0).map(String::as_str) == Some(COREDNS_SELECTOR.1)
+        let (key, value) = selector(settings);
+        s.len() == 1 && s.get(key).map(String::as_str) == Some(value)
     });
     let mut ports: Vec<(i32, String, Option<String>)> = spec
         .ports
@@ -131,6 +146,7 @@ pub fn is_converged(svc: &Service, settings: &DnsServiceSettings, pinned: Option
         .collect();
     ports.sort();
     is_ours(svc)
+        && svc.metadata.namespace.as_deref() == Some(settings.namespace.as_str())
         && spec.type_.as_deref() == Some("LoadBalancer")
         && selector_ok
         && ports
@@ -207,14 +223,16 @@ pub const ANNOTATION_PINNED_IP: &str = "appservicelink.io/pinned-dns-ip";
 /// Field manager for the pin record.
 const PIN_FIELD_MANAGER: &str = "appservicelink-dns-pin";
 
-/// The address `link` pinned for the DNS Service `name`: the record is `<name>=<ip>`, so a record
-/// for a Service the link no longer names pins nothing.
-pub fn pinned_on(link: &AppServiceLink, name: &str) -> Option<String> {
+/// The address `link` pinned for the DNS Service `namespace/name`: the record is
+/// `<namespace>/<name>=<ip>`, so a record for a Service the link no longer names (renamed, or moved by
+/// a change of DNS mode) pins nothing.
+pub fn pinned_on(link: &AppServiceLink, namespace: &str, name: &str) -> Option<String> {
     let (service, ip) = link
         .annotations()
         .get(ANNOTATION_PINNED_IP)?
         .split_once('=')?;
-    (service == name && ip.parse::<std::net::Ipv4Addr>().is_ok()).then(|| ip.to_string())
+    (service == format!("{namespace}/{name}") && ip.parse::<std::net::Ipv4Addr>().is_ok())
+        .then(|| ip.to_string())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,9 +248,11 @@ pub struct DnsOutcome {
 }
 
 /// The DNS Service settings a link asks for.
-pub fn settings(link: &AppServiceLink) -> DnsServiceSettings {
+pub fn settings(ctx: &Context, link: &AppServiceLink) -> DnsServiceSettings {
     DnsServiceSettings {
         name: link.spec.dns.service.name.clone(),
+        namespace: ctx.dns_namespace().to_string(),
+        dedicated: ctx.config.dedicated_dns.is_some(),
         static_ip: link.spec.dns.service.static_ip.clone(),
         subnet: link
             .spec
@@ -256,22 +276,25 @@ fn claims(ctx: &Context) -> Vec<Claim> {
                 .as_ref()
                 .map(|t| t.0.to_string())
                 .unwrap_or_default(),
-            settings: settings(l),
-            pinned: pinned_on(l, &l.spec.dns.service.name),
+            settings: settings(ctx, l),
+            pinned: pinned_on(l, ctx.dns_namespace(), &l.spec.dns.service.name),
         })
         .collect()
 }
 
 fn api(ctx: &Context) -> Api<Service> {
-    Api::namespaced(ctx.client.clone(), NAMESPACE)
+    Api::namespaced(ctx.client.clone(), ctx.dns_namespace())
 }
 
 /// Makes sure the link's DNS Service exists as the deciding link wants it, and reads its IP.
 pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcome, Error> {
-    let mine = settings(link);
+    let ns = ctx.dns_namespace();
+    let mine = settings(ctx, link);
     let name = &mine.name;
     let claims = claims(ctx);
-    let observed = ctx.services.get(&ObjectRef::new(name).within(NAMESPACE));
+    let observed = ctx
+        .services
+        .get(&ObjectRef::new(name).within(ctx.dns_namespace()));
     // The link is not among the valid live links any more: it was edited or deleted after this
     // reconcile started. Its next reconcile sees the new state.
     let Some(decider) = deciding_claim(&claims, name, observed.as_deref()) else {
@@ -286,7 +309,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     };
     if decider.settings != mine {
         let message = format!(
-            "AppServiceLink {} already configures Service {NAMESPACE}/{name} with {}; use the same settings or another spec.dns.service.name",
+            "AppServiceLink {} already configures Service {ns}/{name} with {}; use the same settings or another spec.dns.service.name",
             decider.link,
             describe(&decider.settings, decider.pinned.as_deref())
         );
@@ -297,7 +320,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     }
     if let Some(svc) = observed.as_deref().filter(|s| !is_ours(s)) {
         let message = format!(
-            "Service {NAMESPACE}/{} exists and was not created by AppServiceLink (no label {MANAGED_BY_LABEL}={MANAGED_BY}); choose another spec.dns.service.name",
+            "Service {ns}/{} exists and was not created by AppServiceLink (no label {MANAGED_BY_LABEL}={MANAGED_BY}); choose another spec.dns.service.name",
             svc.name_any()
         );
         return Ok(DnsOutcome {
@@ -306,7 +329,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
         });
     }
     let pinned = pin(decider, observed.as_deref());
-    if decider.link == link.name_any() && pinned != pinned_on(link, name) {
+    if decider.link == link.name_any() && pinned != pinned_on(link, ns, name) {
         // Record first: the record is what keeps the address once the Service is gone.
         record_pin(ctx, link, name, pinned.as_deref()).await?;
     }
@@ -323,7 +346,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                 .await
                 .map_err(|e| {
                     Error::Apply(KubeError::new(
-                        format!("applying DNS Service {NAMESPACE}/{name}"),
+                        format!("applying DNS Service {ns}/{name}"),
                         e,
                     ))
                 })?;
@@ -332,7 +355,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                 EventType::Normal,
                 "DnsServiceApplied",
                 format!(
-                    "DNS Service {NAMESPACE}/{name} applied ({})",
+                    "DNS Service {ns}/{name} applied ({})",
                     describe(&mine, pinned)
                 ),
             )
@@ -349,8 +372,8 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                 types::DNS_SERVICE,
                 "LoadBalancerReady",
                 match (&mine.static_ip, pinned) {
-                    (None, Some(_)) => format!("Service {NAMESPACE}/{name} serves DNS on {ip}, pinned: a re-created Service keeps it"),
-                    _ => format!("Service {NAMESPACE}/{name} serves DNS on {ip}"),
+                    (None, Some(_)) => format!("Service {ns}/{name} serves DNS on {ip}, pinned: a re-created Service keeps it"),
+                    _ => format!("Service {ns}/{name} serves DNS on {ip}"),
                 },
             ),
             server_ip: Some(ip),
@@ -360,8 +383,8 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                 types::DNS_SERVICE,
                 "WaitingForLoadBalancerIP",
                 match wanted_ip(&mine, pinned) {
-                    Some(ip) => format!("waiting for load balancer IP {ip} of Service {NAMESPACE}/{name}; if Azure cannot give it (the address is taken, or not in the subnet), see the Service's Events{}", if mine.static_ip.is_none() { format!(" and set spec.dns.service.pinAddress to false, or remove the annotation {ANNOTATION_PINNED_IP} from the link") } else { String::new() }),
-                    None => format!("waiting for load balancer IP of Service {NAMESPACE}/{name}"),
+                    Some(ip) => format!("waiting for load balancer IP {ip} of Service {ns}/{name}; if Azure cannot give it (the address is taken, or not in the subnet), see the Service's Events{}", if mine.static_ip.is_none() { format!(" and set spec.dns.service.pinAddress to false, or remove the annotation {ANNOTATION_PINNED_IP} from the link") } else { String::new() }),
+                    None => format!("waiting for load balancer IP of Service {ns}/{name}"),
                 },
             ),
             server_ip: None,
@@ -372,12 +395,12 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
 /// The DNS server IP the link's DNS Service offers now, from the cache: what its App Services
 /// can use even when this reconcile could not write the DNS Service.
 pub fn observed_ip(ctx: &Context, link: &AppServiceLink) -> Option<String> {
-    let mine = settings(link);
+    let mine = settings(ctx, link);
     let svc = ctx
         .services
-        .get(&ObjectRef::new(&mine.name).within(NAMESPACE))
+        .get(&ObjectRef::new(&mine.name).within(ctx.dns_namespace()))
         .filter(|s| is_ours(s))?;
-    let pinned = pinned_on(link, &mine.name);
+    let pinned = pinned_on(link, &mine.namespace, &mine.name);
     dns_server_ip(&svc, &mine, pinned.as_deref())
 }
 
@@ -388,10 +411,11 @@ async fn record_pin(
     name: &str,
     ip: Option<&str>,
 ) -> Result<(), Error> {
+    let ns = ctx.dns_namespace();
     if ctx.config.dry_run {
         return Ok(());
     }
-    let patch = json!({"metadata": {"annotations": {ANNOTATION_PINNED_IP: ip.map(|ip| format!("{name}={ip}"))}}});
+    let patch = json!({"metadata": {"annotations": {ANNOTATION_PINNED_IP: ip.map(|ip| format!("{ns}/{name}={ip}"))}}});
     Api::<AppServiceLink>::all(ctx.client.clone())
         .patch(
             &link.name_any(),
@@ -402,7 +426,7 @@ async fn record_pin(
         .map_err(|e| {
             Error::Apply(KubeError::new(
                 format!(
-                    "recording the address of DNS Service {NAMESPACE}/{name} on AppServiceLink {}",
+                    "recording the address of DNS Service {ns}/{name} on AppServiceLink {}",
                     link.name_any()
                 ),
                 e,
@@ -413,7 +437,7 @@ async fn record_pin(
             link,
             EventType::Normal,
             "DnsServiceAddressPinned",
-            format!("DNS Service {NAMESPACE}/{name} keeps {ip}: a re-created Service asks Azure for it (spec.dns.service.pinAddress)"),
+            format!("DNS Service {ns}/{name} keeps {ip}: a re-created Service asks Azure for it (spec.dns.service.pinAddress)"),
         )
         .await;
     }
@@ -445,9 +469,10 @@ async fn mark_retained(ctx: &Context, name: &str, by: Option<&str>) -> Result<()
 
 /// A link names a retained DNS Service again: it is managed, and deleted when unused, as before.
 async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), Error> {
+    let ns = ctx.dns_namespace();
     mark_retained(ctx, name, None).await.map_err(|e| {
         Error::Apply(KubeError::new(
-            format!("adopting retained DNS Service {NAMESPACE}/{name}"),
+            format!("adopting retained DNS Service {ns}/{name}"),
             e,
         ))
     })?;
@@ -455,7 +480,7 @@ async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), E
         link,
         EventType::Normal,
         "DnsServiceAdopted",
-        format!("DNS Service {NAMESPACE}/{name} was retained by a deleted link; managed again"),
+        format!("DNS Service {ns}/{name} was retained by a deleted link; managed again"),
     )
     .await;
     Ok(())
@@ -469,6 +494,7 @@ async fn adopt(ctx: &Context, link: &AppServiceLink, name: &str) -> Result<(), E
 /// App Services were restored, so it neither names nor uses anything any more.
 pub fn deletable<'a>(
     ours: impl IntoIterator<Item = &'a Service>,
+    namespace: &str,
     links: &[std::sync::Arc<AppServiceLink>],
     current: &str,
     current_uses: Option<&[AppServiceStatus]>,
@@ -496,7 +522,7 @@ pub fn deletable<'a>(
         );
     }
     ours.into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(NAMESPACE) && is_ours(s))
+        .filter(|s| s.namespace().as_deref() == Some(namespace) && is_ours(s))
         .filter(|s| !is_retained(s) && !named.contains(&s.name_any().as_str()))
         .filter(|s| load_balancer_ip(s).is_none_or(|ip| !in_use.contains(&ip.as_str())))
         .map(|s| s.name_any())
@@ -510,10 +536,12 @@ pub async fn collect_unused(
     link: &AppServiceLink,
     uses: Option<&[AppServiceStatus]>,
 ) -> Result<(), Error> {
+    let ns = ctx.dns_namespace();
     let links: Vec<_> = ctx.links.state();
     let services = ctx.services.state();
     let unused = deletable(
         services.iter().map(|s| &**s),
+        ns,
         &links,
         &link.name_any(),
         uses,
@@ -525,14 +553,14 @@ pub async fn collect_unused(
                     link,
                     EventType::Normal,
                     "DnsServiceDeleted",
-                    format!("DNS Service {NAMESPACE}/{name} deleted: no link and no App Service uses it"),
+                    format!("DNS Service {ns}/{name} deleted: no link and no App Service uses it"),
                 )
                 .await
             }
             Err(err) if is_not_found(&err) => {}
             Err(err) => {
                 return Err(Error::Delete(KubeError::new(
-                    format!("deleting DNS Service {NAMESPACE}/{name}"),
+                    format!("deleting DNS Service {ns}/{name}"),
                     err,
                 )))
             }
@@ -545,6 +573,7 @@ pub async fn collect_unused(
 /// Service if nothing else uses it, or, with `deletionPolicy: Retain`, marks it retained so that it
 /// stays for the App Services that still point at it.
 pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
+    let ns = ctx.dns_namespace();
     let name = link.spec.dns.service.name.as_str();
     let retaining = link.spec.app_services.deletion_policy == DeletionPolicy::Retain
         && link
@@ -553,14 +582,14 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
             .is_some_and(|s| s.app_services.iter().any(|e| e.dns_server.is_some()));
     let ours = ctx
         .services
-        .get(&ObjectRef::new(name).within(NAMESPACE))
+        .get(&ObjectRef::new(name).within(ctx.dns_namespace()))
         .filter(|s| is_ours(s));
     if ours.is_some_and(|s| retaining && !is_retained(&s)) {
         mark_retained(ctx, name, Some(&link.name_any()))
             .await
             .map_err(|e| {
                 Error::Delete(KubeError::new(
-                    format!("marking DNS Service {NAMESPACE}/{name} retained"),
+                    format!("marking DNS Service {ns}/{name} retained"),
                     e,
                 ))
             })?;
@@ -568,7 +597,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
             link,
             EventType::Normal,
             "DnsServiceRetained",
-            format!("DNS Service {NAMESPACE}/{name} kept: deletionPolicy Retain leaves App Services pointing at it; delete it yourself once they no longer use it"),
+            format!("DNS Service {ns}/{name} kept: deletionPolicy Retain leaves App Services pointing at it; delete it yourself once they no longer use it"),
         )
         .await;
         return Ok(());

@@ -3,7 +3,8 @@
 //!
 //! - [`service_link`]: selected Services become internal Azure load balancers;
 //! - [`dns_service`]: CoreDNS exposed on an internal load balancer in `kube-system`;
-//! - [`corefile`]: the `k8s_external` override in `kube-system/coredns-custom`;
+//! - [`corefile`]: the `k8s_external` override in `kube-system/coredns-custom`, or in dedicated
+//!   mode [`dedicated_dns`]: the operator's own CoreDNS, which touches nothing in `kube-system`;
 //! - [`app_service`]: App Services pointed at the DNS Service.
 //!
 //! [`load_balancer`] holds what the two Service duties share. Duties depend on the layers below
@@ -11,6 +12,7 @@
 
 pub mod app_service;
 pub mod corefile;
+pub mod dedicated_dns;
 pub mod dns_service;
 pub mod load_balancer;
 pub mod service_link;

@@ -101,7 +101,7 @@ async fn a_re_created_dns_service_gets_its_address_back_and_the_app_service_is_n
     assert_eq!(pin, ip);
     assert_eq!(
         annotation(&h.link("web").unwrap(), PINNED).as_deref(),
-        Some(format!("{DNS}={ip}").as_str())
+        Some(format!("kube-system/{DNS}={ip}").as_str())
     );
     let (_, reason, message) = h.condition("web", "DnsServiceReady").unwrap();
     assert_eq!(reason, "LoadBalancerReady");

@@ -202,7 +202,7 @@ async fn a_new_dns_ip_reaches_status_and_the_old_service_settings_go() {
     h.eventually("the address pinned on the link", |h| {
         let link = h.link("web")?;
         (link["metadata"]["annotations"]["appservicelink.io/pinned-dns-ip"]
-            == "appservicelink-dns=10.240.0.99")
+            == "kube-system/appservicelink-dns=10.240.0.99")
             .then_some(())
     })
     .await;

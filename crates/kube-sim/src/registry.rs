@@ -143,6 +143,16 @@ impl Registry {
                 true,
             ),
             builtin(
+                "policy",
+                "v1",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                &["pdb"],
+                true,
+                true,
+                true,
+            ),
+            builtin(
                 "coordination.k8s.io",
                 "v1",
                 "Lease",

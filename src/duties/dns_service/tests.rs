@@ -3,6 +3,8 @@ use super::*;
 fn settings(ip: Option<&str>) -> DnsServiceSettings {
     DnsServiceSettings {
         name: "appservicelink-dns".into(),
+        namespace: NAMESPACE.into(),
+        dedicated: false,
         static_ip: ip.map(str::to_string),
         subnet: Some("ilb".into()),
         pin: true,
