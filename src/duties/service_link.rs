@@ -678,13 +678,34 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
         return Ok(());
     }
     let Some(patch) = restore_patch(svc) else {
+        // Nothing to put back: the link lets go of the Service as it is (its own annotation goes),
+        // so that the next reconcile neither tries again nor repeats the Event.
+        let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
+        let let_go = json!({"metadata": {"annotations": {ANNOTATION_LINK: null}}});
+        match api
+            .patch(
+                &name,
+                &ctx.update_params(FIELD_MANAGER),
+                &Patch::Merge(&let_go),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(err) if is_not_found(&err) => return Ok(()),
+            Err(err) => {
+                return Err(Error::Restore(KubeError::new(
+                    format!("letting go of Service {namespace}/{name}"),
+                    err,
+                )))
+            }
+        }
         if PreviousState::recorded_on(svc).is_some() {
             ctx.event(link, EventType::Warning, "RestoreRefused", format!(
-                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} would make it a public load balancer, but the operator did not write that record (someone changed it); left as it is. If it really was public, set its type and annotations by hand and remove the annotation {ANNOTATION_LINK}"
+                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} would make it a public load balancer, but the operator did not write that record (someone changed it); left as it is, and no longer held by this link. If it really was public, set its type and annotations by hand"
             )).await;
         } else {
             ctx.event(link, EventType::Warning, "RestoreImpossible", format!(
-                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is"
+                "Service {namespace}/{name}: annotation {ANNOTATION_PREVIOUS} is missing or unreadable, so its previous state is unknown; left as it is, and no longer held by this link"
             )).await;
         }
         return Ok(());

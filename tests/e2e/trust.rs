@@ -180,6 +180,23 @@ async fn a_forged_previous_state_never_makes_a_public_load_balancer() {
         "a Warning Event says why api was left as it is: {:?}",
         event_reasons(&h)
     );
+    // The link let go of it, so later reconciles neither retry nor repeat the Event.
+    assert!(api["metadata"]["annotations"].get(LINK).is_none(), "{api}");
+    let before = h.operator_requests().len();
+    h.kubectl_ok(&["-n", "shop", "annotate", "service", "orders", "touched-again=1"]);
+    h.settle_after(before).await;
+    let refused: Vec<Value> = h
+        .sim
+        .list("events.k8s.io/v1", "Event")
+        .into_iter()
+        .filter(|e| e["reason"] == "RestoreRefused")
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].get("series").is_none_or(Value::is_null),
+        "the Event was repeated: {}",
+        refused[0]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
