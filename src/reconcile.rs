@@ -27,6 +27,8 @@ use crate::validation;
 
 /// Finalizer that keeps a link until everything it changed is undone.
 pub const FINALIZER: &str = "appservicelink.io/cleanup";
+/// How soon a link waiting for a load balancer is reconciled again.
+const PENDING_RECHECK: Duration = Duration::from_secs(10);
 /// Field manager for status writes.
 const STATUS_FIELD_MANAGER: &str = "appservicelink-status";
 
@@ -278,10 +280,20 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
             failures.push(err);
         }
     }
-    let retry = app_services
+    let mut retry = app_services
         .retry_after
         .unwrap_or(ctx.config.resync)
         .min(ctx.config.resync);
+    // A load balancer still coming: look again soon, so that a failure the cloud controller reports
+    // only in an Event (which wakes nothing) reaches status.
+    if dns.server_ip.is_none()
+        || services
+            .entries
+            .iter()
+            .any(|e| e.state == crate::crd::LinkedServiceState::Pending)
+    {
+        retry = retry.min(PENDING_RECHECK);
+    }
     let duties = [services.duty, dns.duty, corefile, app_services.duty];
     let observed = Observed {
         services: services.entries,

@@ -14,8 +14,8 @@ use serde_json::{json, Value};
 use crate::context::Context;
 use crate::crd::{AppServiceLink, AppServiceStatus, DeletionPolicy};
 use crate::duties::load_balancer::{
-    is_ours, load_balancer_ip, ANNOTATION_INTERNAL, ANNOTATION_IPV4, ANNOTATION_SUBNET, MANAGED_BY,
-    MANAGED_BY_LABEL,
+    self, is_ours, load_balancer_ip, ANNOTATION_INTERNAL, ANNOTATION_IPV4, ANNOTATION_SUBNET,
+    MANAGED_BY, MANAGED_BY_LABEL,
 };
 use crate::error::{is_not_found, KubeError};
 use crate::status::{types, DutyStatus};
@@ -378,17 +378,42 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             ),
             server_ip: Some(ip),
         },
-        None => DnsOutcome {
-            duty: DutyStatus::waiting(
-                types::DNS_SERVICE,
-                "WaitingForLoadBalancerIP",
-                match wanted_ip(&mine, pinned) {
-                    Some(ip) => format!("waiting for load balancer IP {ip} of Service {ns}/{name}; if Azure cannot give it (the address is taken, or not in the subnet), see the Service's Events{}", if mine.static_ip.is_none() { format!(" and set spec.dns.service.pinAddress to false, or remove the annotation {ANNOTATION_PINNED_IP} from the link") } else { String::new() }),
-                    None => format!("waiting for load balancer IP of Service {ns}/{name}"),
-                },
-            ),
+        None => {
+            let unpin = if mine.static_ip.is_none() && pinned.is_some() {
+                format!("; to let Azure choose another address, set spec.dns.service.pinAddress to false or remove the annotation {ANNOTATION_PINNED_IP} from the link")
+            } else {
+                String::new()
+            };
+            let why = load_balancer::provisioning_failures(
+                &ctx.client,
+                ns,
+                &[&current],
+                FIELD_MANAGER,
+            )
+            .await;
+            let failure = current.metadata.uid.as_ref().and_then(|uid| why.get(uid));
+            let duty = match (failure, wanted_ip(&mine, pinned)) {
+                (Some(message), _) => DutyStatus::blocked(
+                    types::DNS_SERVICE,
+                    "LoadBalancerProvisioningFailed",
+                    format!("the cloud controller cannot provision the load balancer of Service {ns}/{name}: {message}{unpin}"),
+                ),
+                (None, Some(ip)) => DutyStatus::waiting(
+                    types::DNS_SERVICE,
+                    "WaitingForLoadBalancerIP",
+                    format!("waiting for load balancer IP {ip} of Service {ns}/{name}{unpin}"),
+                ),
+                (None, None) => DutyStatus::waiting(
+                    types::DNS_SERVICE,
+                    "WaitingForLoadBalancerIP",
+                    format!("waiting for load balancer IP of Service {ns}/{name}"),
+                ),
+            };
+            DnsOutcome {
+                duty,
             server_ip: None,
-        },
+            }
+        }
     })
 }
 

@@ -36,3 +36,64 @@ pub fn load_balancer_ip(svc: &Service) -> Option<String> {
         .iter()
         .find_map(|ingress| ingress.ip.clone())
 }
+
+/// Reason of the Warning Event cloud-provider-azure's service controller records on a Service for
+/// each failed attempt to provision its load balancer (a static IP taken, a missing subnet, a quota).
+pub const PROVISIONING_FAILED: &str = "SyncLoadBalancerFailed";
+
+/// The cloud controller's latest [`PROVISIONING_FAILED`] message for each Service of `namespace`
+/// that `pending` names (by uid), when it is newer than the last change `manager` made to that
+/// Service: an older one was about settings that are gone. Reading Events is best effort: when
+/// they cannot be listed, the Services just stay "waiting".
+pub async fn provisioning_failures(
+    client: &kube::Client,
+    namespace: &str,
+    pending: &[&Service],
+    manager: &str,
+) -> std::collections::HashMap<String, String> {
+    use k8s_openapi::api::core::v1::Event;
+    let mut failures = std::collections::HashMap::new();
+    if pending.is_empty() {
+        return failures;
+    }
+    let params = kube::api::ListParams::default()
+        .fields(&format!("reason={PROVISIONING_FAILED},type=Warning"));
+    let events = match kube::Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&params)
+        .await
+    {
+        Ok(events) => events.items,
+        Err(err) => {
+            tracing::debug!(namespace, error = %err, "could not read the cloud controller's Events");
+            return failures;
+        }
+    };
+    for svc in pending {
+        let Some(uid) = svc.metadata.uid.as_deref() else {
+            continue;
+        };
+        let changed = last_change_by(svc, manager);
+        let latest = events
+            .iter()
+            .filter(|e| e.involved_object.uid.as_deref() == Some(uid))
+            .filter_map(|e| Some((e.last_timestamp.as_ref()?.0, e.message.clone()?)))
+            .filter(|(at, _)| changed.is_none_or(|changed| *at >= changed))
+            .max_by_key(|(at, _)| *at);
+        if let Some((_, message)) = latest {
+            failures.insert(uid.to_string(), message);
+        }
+    }
+    failures
+}
+
+/// When `manager` last changed the Service, from its managedFields (second precision, as the
+/// apiserver records it).
+fn last_change_by(svc: &Service, manager: &str) -> Option<k8s_openapi::jiff::Timestamp> {
+    svc.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| m.manager.as_deref() == Some(manager))
+        .filter_map(|m| m.time.as_ref().map(|t| t.0))
+        .max()
+}

@@ -109,6 +109,10 @@ pub struct LinkSettings {
 /// Said of a converted public load balancer: Azure released its public IP at the conversion.
 pub const PUBLIC_IP_RELEASED: &str = "was a public load balancer: unlinking makes it public again, but with a new public IP (a released public IP cannot be restored)";
 
+/// How a pending Service's entry begins when the cloud controller reported why it cannot provision
+/// the load balancer (its `SyncLoadBalancerFailed` Event follows).
+pub const CANNOT_PROVISION: &str = "the cloud controller cannot provision its load balancer: ";
+
 /// What a Service was before the conversion.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PreviousState {
@@ -478,6 +482,8 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     all.sort_by_key(|s| (s.namespace(), s.name_any()));
     let mut entries = Vec::new();
     let mut failures = Vec::new();
+    // Entries still waiting for their load balancer, with the Service, by namespace.
+    let mut waiting: BTreeMap<String, Vec<(usize, Service)>> = BTreeMap::new();
     for svc in all.iter().filter(|s| selects(ctx, link, s)) {
         let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
         let (reverts, last_revert_time) = previous_entries
@@ -574,6 +580,10 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
         entry.state = if entry.internal_ip.is_some() {
             LinkedServiceState::Linked
         } else {
+            waiting
+                .entry(namespace.clone())
+                .or_default()
+                .push((entries.len(), observed.clone()));
             LinkedServiceState::Pending
         };
         if entry.message.is_none()
@@ -582,6 +592,17 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
             entry.message = Some(PUBLIC_IP_RELEASED.into());
         }
         entries.push(entry);
+    }
+    for (namespace, services) in &waiting {
+        let pending: Vec<&Service> = services.iter().map(|(_, svc)| svc).collect();
+        let why =
+            load_balancer::provisioning_failures(&ctx.client, namespace, &pending, FIELD_MANAGER)
+                .await;
+        for (i, svc) in services {
+            if let Some(message) = svc.metadata.uid.as_ref().and_then(|uid| why.get(uid)) {
+                entries[*i].message = Some(format!("{CANNOT_PROVISION}{message}"));
+            }
+        }
     }
     let mut release_failures = Vec::new();
     for svc in all.iter().filter(|s| lets_go(ctx, link, s)) {
@@ -815,6 +836,22 @@ fn duty_status(entries: &[LinkedServiceStatus]) -> DutyStatus {
             types::SERVICES,
             "ServiceConflict",
             summary + &detail.unwrap_or_default(),
+        )
+    } else if let Some(first) = entries.iter().find(|e| {
+        e.state == LinkedServiceState::Pending
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with(CANNOT_PROVISION))
+    }) {
+        DutyStatus::blocked(
+            types::SERVICES,
+            "LoadBalancerProvisioningFailed",
+            format!(
+                "{summary}; {}/{}: {}",
+                first.namespace,
+                first.name,
+                first.message.as_deref().unwrap_or_default()
+            ),
         )
     } else if pending > 0 {
         DutyStatus::waiting(types::SERVICES, "WaitingForLoadBalancerIP", summary)

@@ -151,8 +151,11 @@ async fn dedicated_mode_serves_the_zone_from_its_own_coredns_and_writes_nothing_
             .then_some(())
     })
     .await;
+    h.eventually("the pods rolled for the new Corefile", |h| {
+        (hash(h) != first).then_some(())
+    })
+    .await;
     h.wait_ready("web").await;
-    assert_ne!(hash(&h), first, "the pods roll for the new Corefile");
 
     // Deleting the link removes all of it and restores the App Service.
     h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);

@@ -406,15 +406,20 @@ spec:
         "appservicelink-dns",
     ]);
     assert!(described.contains("SyncLoadBalancerFailed"), "{described}");
-    let (status, reason, _) = h
-        .eventually("DnsServiceReady reported", |h| {
+    // The cloud controller's reason reaches the condition (its Event wakes nothing: the operator
+    // looks again while it waits).
+    let (status, _, message) = h
+        .eventually("DnsServiceReady says why", |h| {
             h.condition("web", "DnsServiceReady")
+                .filter(|c| c.1 == "LoadBalancerProvisioningFailed")
         })
         .await;
-    assert_eq!(
-        (status.as_str(), reason.as_str()),
-        ("False", "WaitingForLoadBalancerIP")
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("service port dns-udp is trying to consume the port 53"),
+        "{message}"
     );
+    assert_eq!(h.condition("web", "Stalled").unwrap().0, "True");
     let dns = h.service("kube-system", "appservicelink-dns").unwrap();
     assert_eq!(ingress_ip(&dns), None);
     assert!(not_ready(&h));
@@ -451,13 +456,28 @@ async fn a_subnet_that_does_not_exist_leaves_everything_pending_until_it_is_fixe
         "{events}"
     );
     let (status, _, message) = h
-        .eventually("ServicesReady waiting", |h| {
+        .eventually("ServicesReady says why", |h| {
             h.condition("web", "ServicesReady")
-                .filter(|c| c.1 == "WaitingForLoadBalancerIP")
+                .filter(|c| c.1 == "LoadBalancerProvisioningFailed")
         })
         .await;
     assert_eq!(status, "False");
     assert!(message.contains("2 pending"), "{message}");
+    assert!(
+        message.contains("failed to get subnet: aks-vnet-12345678/ilb-subnet-typo"),
+        "{message}"
+    );
+    let entries = h.link("web").unwrap()["status"]["services"].clone();
+    for entry in entries.as_array().unwrap() {
+        if entry["state"] == "Pending" {
+            assert!(
+                entry["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("the cloud controller cannot provision")),
+                "{entry}"
+            );
+        }
+    }
     for name in ["api", "orders"] {
         let svc = h.service("shop", name).unwrap();
         assert_eq!(svc["metadata"]["annotations"][SUBNET], "ilb-subnet-typo");

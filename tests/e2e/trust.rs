@@ -183,7 +183,14 @@ async fn a_forged_previous_state_never_makes_a_public_load_balancer() {
     // The link let go of it, so later reconciles neither retry nor repeat the Event.
     assert!(api["metadata"]["annotations"].get(LINK).is_none(), "{api}");
     let before = h.operator_requests().len();
-    h.kubectl_ok(&["-n", "shop", "annotate", "service", "orders", "touched-again=1"]);
+    h.kubectl_ok(&[
+        "-n",
+        "shop",
+        "annotate",
+        "service",
+        "orders",
+        "touched-again=1",
+    ]);
     h.settle_after(before).await;
     let refused: Vec<Value> = h
         .sim
