@@ -238,6 +238,14 @@ pub fn plan(svc: &Service, want: &LinkSettings, holder: Option<&LinkSettings>) -
         }
     }
     let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+    // Converted from a public load balancer by another link (one being deleted, say): taking it
+    // over needs the same opt-in as converting it.
+    if previous.is_public_load_balancer()
+        && !want.allow_public
+        && self::holder(svc) != Some(want.link.as_str())
+    {
+        return ServicePlan::Skip(SkipReason::PublicLoadBalancer);
+    }
     let body = apply_body(svc, want, &previous);
     let differing = differing_fields(svc, want, &previous);
     if differing.is_empty() {
@@ -482,6 +490,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     all.sort_by_key(|s| (s.namespace(), s.name_any()));
     let mut entries = Vec::new();
     let mut failures = Vec::new();
+    let mut changes = Changes::default();
     // Entries still waiting for their load balancer, with the Service, by namespace.
     let mut waiting: BTreeMap<String, Vec<(usize, Service)>> = BTreeMap::new();
     for svc in all.iter().filter(|s| selects(ctx, link, s)) {
@@ -515,13 +524,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
                 };
                 if applied.is_some() {
                     crate::runtime::crash_points::reached("service-after-apply");
-                    ctx.event(
-                        link,
-                        EventType::Normal,
-                        "ServiceConverted",
-                        format!("Service {namespace}/{name} is now an internal load balancer"),
-                    )
-                    .await;
+                    changes.converted.push(format!("{namespace}/{name}"));
                 }
                 applied
             }
@@ -606,10 +609,11 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     }
     let mut release_failures = Vec::new();
     for svc in all.iter().filter(|s| lets_go(ctx, link, s)) {
-        if let Err(err) = release(ctx, link, svc).await {
+        if let Err(err) = release(ctx, link, svc, &mut changes).await {
             release_failures.push(err);
         }
     }
+    changes.announce(ctx, link).await;
     let mut duty = duty_status(&entries);
     if let Some(err) = release_failures
         .first()
@@ -659,42 +663,48 @@ fn lets_go(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
 pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> {
     let name = link.name_any();
     let mut first = None;
+    let mut changes = Changes::default();
     for svc in ctx
         .services
         .state()
         .iter()
         .filter(|s| holder(s) == Some(name.as_str()))
     {
-        if let Err(err) = release(ctx, link, svc).await {
+        if let Err(err) = release(ctx, link, svc, &mut changes).await {
             first.get_or_insert(err);
         }
     }
+    changes.announce(ctx, link).await;
     first.map_or(Ok(()), Err)
 }
 
 /// Hands `svc` over to another live link that selects it, or restores it.
-async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<(), Error> {
+async fn release(
+    ctx: &Context,
+    link: &AppServiceLink,
+    svc: &Service,
+    changes: &mut Changes,
+) -> Result<(), Error> {
     let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-    // A Service in kube-system goes back as it was, never over to another link.
+    let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
+    // A Service in kube-system goes back as it was, never over to another link; one that was a
+    // public load balancer goes over only to a link that opted in to converting those.
     let next = ctx.valid_links().into_iter().find(|l| {
-        l.name_any() != link.name_any() && selects(ctx, l, svc) && !in_system_namespace(svc)
+        l.name_any() != link.name_any()
+            && selects(ctx, l, svc)
+            && !in_system_namespace(svc)
+            && (!previous.is_public_load_balancer()
+                || l.spec.services.allow_public_load_balancer_conversion)
     });
     if let Some(next) = next {
-        let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
         if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
             .await?
             .is_some()
         {
-            ctx.event(
-                link,
-                EventType::Normal,
-                "ServiceHandedOver",
-                format!(
-                    "Service {namespace}/{name} handed over to AppServiceLink {}",
-                    next.name_any()
-                ),
-            )
-            .await;
+            changes.handed_over.push(format!(
+                "{namespace}/{name} (to AppServiceLink {})",
+                next.name_any()
+            ));
         }
         return Ok(());
     }
@@ -741,16 +751,10 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
         .await
     {
         Ok(_) => {
-            ctx.event(
-                link,
-                EventType::Normal,
-                "ServiceRestored",
-                format!(
-                    "Service {namespace}/{name} restored to type {}",
-                    patch["spec"]["type"].as_str().unwrap_or_default()
-                ),
-            )
-            .await;
+            changes.restored.push(format!(
+                "{namespace}/{name} (type {})",
+                patch["spec"]["type"].as_str().unwrap_or_default()
+            ));
             Ok(())
         }
         Err(err) if is_not_found(&err) => Ok(()),
@@ -758,6 +762,73 @@ async fn release(ctx: &Context, link: &AppServiceLink, svc: &Service) -> Result<
             format!("restoring Service {namespace}/{name}"),
             err,
         ))),
+    }
+}
+
+/// The Services one reconcile changed, announced in one Event per kind of change rather than one
+/// per Service: a thousand conversions make three Events, not a thousand.
+#[derive(Default)]
+struct Changes {
+    converted: Vec<String>,
+    restored: Vec<String>,
+    handed_over: Vec<String>,
+}
+
+/// How many Services an Event names before it only counts the rest.
+const NAMED_IN_EVENT: usize = 10;
+
+fn listed(items: &[String]) -> String {
+    let named = items[..items.len().min(NAMED_IN_EVENT)].join(", ");
+    match items.len().saturating_sub(NAMED_IN_EVENT) {
+        0 => named,
+        more => format!("{named} and {more} more"),
+    }
+}
+
+impl Changes {
+    /// Records the Events for what changed, and forgets it.
+    async fn announce(&mut self, ctx: &Context, link: &AppServiceLink) {
+        let notes = [
+            (
+                "ServiceConverted",
+                note(
+                    &self.converted,
+                    "is now an internal load balancer",
+                    "are now internal load balancers",
+                ),
+            ),
+            (
+                "ServiceRestored",
+                note(&self.restored, "restored", "restored"),
+            ),
+            (
+                "ServiceHandedOver",
+                note(
+                    &self.handed_over,
+                    "handed over",
+                    "handed over to the links that select them",
+                ),
+            ),
+        ];
+        for (reason, note) in notes {
+            if let Some(note) = note {
+                ctx.event(link, EventType::Normal, reason, note).await;
+            }
+        }
+        *self = Self::default();
+    }
+}
+
+/// "Service a is ..." for one, "3 Services are ...: a, b, c" for more, `None` for none.
+fn note(items: &[String], one: &str, many: &str) -> Option<String> {
+    match items {
+        [] => None,
+        [item] => Some(format!("Service {item} {one}")),
+        _ => Some(format!(
+            "{} Services {many}: {}",
+            items.len(),
+            listed(items)
+        )),
     }
 }
 

@@ -710,3 +710,73 @@ async fn a_service_deleted_mid_way_is_not_an_error() {
         h.operator_log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_announces_every_service_a_reconcile_converted() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    let converted: Vec<Value> = h
+        .sim
+        .list("events.k8s.io/v1", "Event")
+        .into_iter()
+        .filter(|e| e["reason"] == "ServiceConverted")
+        .collect();
+    assert_eq!(converted.len(), 1, "{converted:?}");
+    assert_eq!(
+        converted[0]["note"],
+        "2 Services are now internal load balancers: shop/api, shop/orders"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_load_balancer_goes_over_only_to_a_link_that_opted_in() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    // "partners" may convert public load balancers; "cautious" selects the same one but may not.
+    h.apply(&link_yaml(
+        "partners",
+        "public",
+        "partners.local",
+        "      staticIP: 10.240.0.53\n",
+        "    subnet: ilb-subnet\n    allowPublicLoadBalancerConversion: true\n",
+    ));
+    h.wait_ready("partners").await;
+    h.apply(&link_yaml(
+        "cautious",
+        "public",
+        "cautious.local",
+        "      staticIP: 10.240.0.53\n",
+        "    subnet: ilb-subnet\n",
+    ));
+    assert_eq!(
+        annotations(&h.service("shop", "storefront").unwrap())[INTERNAL],
+        "true"
+    );
+    // When the link that opted in goes, the Service goes back to public rather than staying
+    // internal for a link that never agreed to convert it.
+    h.kubectl_ok(&["delete", "asl", "partners", "--timeout=30s"]);
+    let storefront = h
+        .eventually("storefront public again", |h| {
+            h.service("shop", "storefront")
+                .filter(|s| annotations(s).get(INTERNAL).is_none())
+        })
+        .await;
+    assert_eq!(svc_type(&storefront), "LoadBalancer");
+    let entry = h
+        .eventually("cautious reports it skipped", |h| {
+            h.link("cautious")?["status"]["services"]
+                .as_array()?
+                .iter()
+                .find(|e| e["name"] == "storefront" && e["state"] == "Skipped")
+                .cloned()
+        })
+        .await;
+    assert!(
+        entry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("allowPublicLoadBalancerConversion")),
+        "{entry}"
+    );
+}

@@ -396,3 +396,49 @@ fn a_service_in_kube_system_is_skipped_whoever_holds_it() {
         .message()
         .contains("kube-system"));
 }
+
+#[test]
+fn an_event_names_ten_services_and_counts_the_rest() {
+    let items: Vec<String> = (0..12).map(|i| format!("ns/s{i}")).collect();
+    assert_eq!(note(&[], "x", "y"), None);
+    assert_eq!(
+        note(&items[..1], "is now an internal load balancer", "are").as_deref(),
+        Some("Service ns/s0 is now an internal load balancer")
+    );
+    let many = note(&items, "is", "are now internal load balancers").unwrap();
+    assert!(
+        many.starts_with("12 Services are now internal load balancers: ns/s0, ns/s1,"),
+        "{many}"
+    );
+    assert!(many.ends_with("ns/s9 and 2 more"), "{many}");
+}
+
+#[test]
+fn a_public_load_balancer_another_link_converted_needs_the_opt_in_to_take_over() {
+    let public = svc(
+        json!({"metadata": {"name": "web", "namespace": "shop"}, "spec": {"type": "LoadBalancer"}}),
+    );
+    let opted_in = LinkSettings {
+        allow_public: true,
+        ..want("partners", None)
+    };
+    let ServicePlan::Apply(body) = plan(&public, &opted_in, None) else {
+        panic!()
+    };
+    let converted = converged(&public, &body);
+    // Its holder is gone (being deleted): a link without the opt-in may not keep it internal.
+    assert_eq!(
+        plan(&converted, &want("cautious", None), None),
+        ServicePlan::Skip(SkipReason::PublicLoadBalancer)
+    );
+    let also_opted_in = LinkSettings {
+        allow_public: true,
+        ..want("other", None)
+    };
+    assert!(matches!(
+        plan(&converted, &also_opted_in, None),
+        ServicePlan::Apply(_) | ServicePlan::Converged
+    ));
+    // The link that converted it keeps it.
+    assert_eq!(plan(&converted, &opted_in, None), ServicePlan::Converged);
+}
