@@ -29,6 +29,8 @@ pub struct Config {
     pub coredns_deployment: String,
     /// Roll CoreDNS when the override changes, instead of waiting for its `reload` plugin.
     pub restart_coredns: bool,
+    /// The cluster's DNS domain, which no zone may be, or be above or below.
+    pub cluster_domain: String,
     /// How often every link is reconciled even when nothing changed (drift repair).
     pub resync: Duration,
     /// Reverts of a conversion further apart than this do not add up towards the limit.
@@ -46,6 +48,7 @@ impl Default for Config {
         Self {
             coredns_deployment: "coredns".into(),
             restart_coredns: true,
+            cluster_domain: validation::DEFAULT_CLUSTER_DOMAIN.into(),
             resync: Duration::from_secs(300),
             revert_window: Duration::from_secs(3600),
             app_service_write_window: Duration::from_secs(10),
@@ -141,7 +144,7 @@ impl Context {
     /// Live links whose spec passes validation: the only ones whose wishes the duties act on.
     pub fn valid_links(&self) -> Vec<Arc<AppServiceLink>> {
         let mut links = self.live_links();
-        links.retain(|l| validation::validate(&l.spec).is_empty());
+        links.retain(|l| validation::validate(&l.spec, &self.config.cluster_domain).is_empty());
         links
     }
 

@@ -66,6 +66,11 @@ struct RunArgs {
     /// the change up within about a minute).
     #[arg(long, env = "APPSERVICELINK_RESTART_COREDNS", default_value_t = true, action = clap::ArgAction::Set)]
     restart_coredns: bool,
+    /// The cluster's DNS domain (the kubelet's clusterDomain). No link's zone may be it, or above
+    /// or below it: CoreDNS would answer NXDOMAIN for the cluster's own names. `cluster.local` is
+    /// refused whatever this says.
+    #[arg(long, env = "APPSERVICELINK_CLUSTER_DOMAIN", default_value = appservicelink::validation::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_cluster_domain)]
+    cluster_domain: String,
     /// Seconds between full reconciles of every link, which repair drift.
     #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
@@ -166,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             let config = Config {
                 coredns_deployment: args.coredns_deployment,
                 restart_coredns: args.restart_coredns,
+                cluster_domain: args.cluster_domain,
                 resync: Duration::from_secs(args.resync_seconds),
                 revert_window: Duration::from_secs(args.revert_window_seconds),
                 app_service_write_window: Duration::from_secs(
@@ -254,4 +260,15 @@ fn shutdown_on_signal(health: Health) -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// `--cluster-domain` must be a DNS name such as `cluster.local`, without a trailing dot.
+fn parse_cluster_domain(value: &str) -> Result<String, String> {
+    if appservicelink::validation::is_zone(value) && value.contains('.') {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a cluster domain: a lower-case DNS name of at least two labels, such as cluster.local"
+        ))
+    }
 }
