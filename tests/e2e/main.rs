@@ -3,6 +3,7 @@
 
 mod app_services;
 mod arm_fidelity;
+mod dns_safety;
 mod dry_run;
 mod faults;
 mod fidelity;
