@@ -373,11 +373,21 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
             ));
         }
         Assessment::Broken(why) => {
+            // Taking our key away cannot make it worse, and a deleted link must not leave its
+            // zone behind; anything else waits until the key is fixed.
+            let done = if content.is_none() && data.contains_key(OVERRIDE_KEY) {
+                apply(ctx, &api, None, recorded.as_deref()).await?;
+                let note = format!("CoreDNS override {OVERRIDE_KEY} removed: no link needs it");
+                record(ctx, link, EventType::Normal, "CoreDNSOverrideUpdated", note).await;
+                format!("the operator only removed its key {OVERRIDE_KEY}, which no link needs")
+            } else {
+                "nothing was written".to_string()
+            };
             return Ok(DutyStatus::blocked(
                 types::COREDNS_OVERRIDE,
                 "CorefileWouldNotLoad",
                 format!(
-                    "CoreDNS would not load ConfigMap {NAMESPACE}/{CONFIGMAP} with the override: {why}; nothing was written and CoreDNS was not restarted. Fix that key"
+                    "CoreDNS would not load ConfigMap {NAMESPACE}/{CONFIGMAP} with the override: {why}; {done} and CoreDNS was not restarted. Fix that key"
                 ),
             ));
         }

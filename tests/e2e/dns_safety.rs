@@ -197,6 +197,11 @@ async fn a_quoted_k8s_external_in_another_key_makes_the_operator_withdraw_its_ow
 async fn a_broken_key_elsewhere_stops_the_override_naming_it() {
     let h = Harness::start().await;
     h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&link("web", "mydomain.local", ""));
+    h.wait_ready("web").await;
+    let rolls = writes_to(&h, "/deployments/coredns");
+
+    // The AKS Corefile has its own forward; a second one in .:53 stops CoreDNS.
     let patch =
         serde_json::json!({"data": {"forward.override": "forward . 10.0.0.4\n"}}).to_string();
     h.kubectl_ok(&[
@@ -211,22 +216,48 @@ async fn a_broken_key_elsewhere_stops_the_override_naming_it() {
         &patch,
     ]);
     let before = h.coredns_custom();
-    h.apply(&link("web", "mydomain.local", ""));
+    let writes = writes_to(&h, "/configmaps/coredns-custom");
+    // A zone edit now would be a write into a Corefile CoreDNS cannot load.
+    h.kubectl_ok(&[
+        "patch",
+        "asl",
+        "web",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"dns":{"zone":"shop.local"}}}"#,
+    ]);
     let (_, _, message) = h
         .eventually("the override refused", |h| {
             h.condition("web", "CoreDNSOverrideReady")
                 .filter(|c| c.1 == "CorefileWouldNotLoad")
         })
         .await;
-    // The AKS Corefile has its own forward; a second one in .:53 stops CoreDNS.
     assert!(
         message.contains("plugin forward appears twice in server block .:53")
-            && message.contains("key forward.override"),
+            && message.contains("key forward.override")
+            && message.contains("nothing was written"),
         "{message}"
     );
     assert_eq!(h.condition("web", "Stalled").unwrap().0, "True");
     assert_eq!(h.coredns_custom(), before, "nothing was written");
-    assert_eq!(writes_to(&h, "/deployments/coredns"), Vec::<String>::new());
+    assert_eq!(writes_to(&h, "/configmaps/coredns-custom"), writes);
+    assert_eq!(
+        writes_to(&h, "/deployments/coredns"),
+        rolls,
+        "CoreDNS was not rolled"
+    );
+
+    // Deleting the link still takes its zone away: removing our key cannot make it worse.
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    let data = h.coredns_custom()["data"].clone();
+    assert!(data.get(OVERRIDE_KEY).is_none(), "{data}");
+    assert_eq!(data["forward.override"], "forward . 10.0.0.4\n");
+    assert_eq!(
+        writes_to(&h, "/deployments/coredns"),
+        rolls,
+        "CoreDNS was not rolled"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
