@@ -376,7 +376,8 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
             // Taking our key away cannot make it worse, and a deleted link must not leave its
             // zone behind; anything else waits until the key is fixed.
             let done = if content.is_none() && data.contains_key(OVERRIDE_KEY) {
-                apply(ctx, &api, None, recorded.as_deref()).await?;
+                // No link is left to need the roll record either.
+                apply(ctx, &api, None, None).await?;
                 let note = format!("CoreDNS override {OVERRIDE_KEY} removed: no link needs it");
                 record(ctx, link, EventType::Normal, "CoreDNSOverrideUpdated", note).await;
                 format!("the operator only removed its key {OVERRIDE_KEY}, which no link needs")

@@ -8,6 +8,7 @@ use crate::harness::{describe, Harness};
 
 const OVERRIDE_KEY: &str = "appservicelink.override";
 const HASH_ANNOTATION: &str = "appservicelink.io/coredns-override-hash";
+const ROLLED_ANNOTATION: &str = "appservicelink.io/coredns-rolled-for";
 
 fn link(name: &str, zone: &str, extra_dns: &str) -> String {
     format!(
@@ -253,6 +254,14 @@ async fn a_broken_key_elsewhere_stops_the_override_naming_it() {
     let data = h.coredns_custom()["data"].clone();
     assert!(data.get(OVERRIDE_KEY).is_none(), "{data}");
     assert_eq!(data["forward.override"], "forward . 10.0.0.4\n");
+    // Nothing of the operator's is left on coredns-custom.
+    let annotations = h.coredns_custom()["metadata"]["annotations"].clone();
+    assert!(
+        annotations
+            .get("appservicelink.io/coredns-rolled-for")
+            .is_none(),
+        "{annotations}"
+    );
     assert_eq!(
         writes_to(&h, "/deployments/coredns"),
         rolls,
@@ -327,4 +336,21 @@ async fn a_stripped_pod_template_annotation_rolls_nothing_and_a_zone_edit_rolls_
     assert!(
         coredns(&h)["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION].is_string()
     );
+    let custom = h.coredns_custom();
+    assert!(
+        custom["metadata"]["annotations"][ROLLED_ANNOTATION].is_string(),
+        "the roll is recorded on coredns-custom: {custom}"
+    );
+
+    // The last link gone: the override goes, CoreDNS rolls once more, and no record is left behind.
+    h.kubectl_ok(&["delete", "asl", "web", "--timeout=30s"]);
+    let custom = h.coredns_custom();
+    assert!(custom["data"].get(OVERRIDE_KEY).is_none(), "{custom}");
+    assert!(
+        custom["metadata"]["annotations"]
+            .get(ROLLED_ANNOTATION)
+            .is_none(),
+        "{custom}"
+    );
+    assert_eq!(writes_to(&h, "/deployments/coredns").len(), 3);
 }
