@@ -208,7 +208,11 @@ pub fn assess(
     }
     for block in &blocks {
         let mut seen: BTreeMap<&str, &syntax::Directive> = BTreeMap::new();
-        for d in &block.directives {
+        for d in block
+            .directives
+            .iter()
+            .filter(|d| !REPEATABLE_PLUGINS.contains(&d.name.as_str()))
+        {
             if let Some(first) = seen.insert(d.name.as_str(), d) {
                 return Assessment::Broken(format!(
                     "plugin {} appears twice in server block {} ({} line {}, {} line {}), and CoreDNS allows a plugin once per server block",
@@ -224,6 +228,11 @@ pub fn assess(
     }
     Assessment::Loads
 }
+
+/// Plugins whose setup reads every occurrence in a server block, each one a rule of its own
+/// (coredns/coredns plugin/{log,rewrite,template}/setup.go loop over `c.Next()` appending rules);
+/// a second of any other plugin stops CoreDNS (`plugin.ErrOnce`, Azure/AKS#2623).
+pub const REPEATABLE_PLUGINS: &[&str] = &["log", "rewrite", "template"];
 
 /// The name [`assess`] gives the main Corefile.
 const COREFILE_SOURCE: &str = "Corefile";

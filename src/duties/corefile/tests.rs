@@ -128,15 +128,31 @@ fn a_plugin_twice_in_the_server_block_is_refused_naming_the_key() {
             && why.contains("key forward.override line 1"),
         "{why}"
     );
-    // Two overrides that both log clash with each other, Corefile or not.
-    let keys = data(&[("a.override", "log\n"), ("b.override", "log\n")]);
+    // Two overrides that both cache clash with each other, Corefile or not.
+    let keys = data(&[("a.override", "cache 30\n"), ("b.override", "cache 60\n")]);
     let Assessment::Broken(why) = assess(None, &keys, Some(OURS)) else {
-        panic!("two logs load");
+        panic!("two caches load");
     };
     assert!(
         why.contains("key a.override") && why.contains("key b.override"),
         "{why}"
     );
+}
+
+#[test]
+fn plugins_that_take_one_rule_per_line_may_repeat() {
+    let keys = data(&[
+        (
+            "rewrite.override",
+            "rewrite name a.contoso.com a.default.svc.cluster.local\nrewrite name b.contoso.com b.default.svc.cluster.local\n",
+        ),
+        ("log.override", "log\nlog . {combined}\n"),
+        (
+            "template.override",
+            "template IN A one.local {\n  answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n}\ntemplate IN AAAA one.local {\n  rcode NXDOMAIN\n}\n",
+        ),
+    ]);
+    assert_eq!(assess(Some(AKS), &keys, Some(OURS)), Assessment::Loads);
 }
 
 #[test]
