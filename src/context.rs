@@ -30,10 +30,11 @@ pub struct Config {
     /// Dedicated mode: the operator's own CoreDNS serves the zones, and nothing in `kube-system` is
     /// written. `None`: the cluster's CoreDNS, through `coredns-custom`.
     pub dedicated_dns: Option<DedicatedDns>,
-    /// The cluster's DNS domain, which the `kubernetes` plugin serves.
-    pub cluster_domain: String,
     /// Roll CoreDNS when the override changes, instead of waiting for its `reload` plugin.
     pub restart_coredns: bool,
+    /// The cluster's DNS domain, which no zone may be, or be above or below, and which the
+    /// dedicated CoreDNS's `kubernetes` plugin serves.
+    pub cluster_domain: String,
     /// How often every link is reconciled even when nothing changed (drift repair).
     pub resync: Duration,
     /// Reverts of a conversion further apart than this do not add up towards the limit.
@@ -51,8 +52,8 @@ impl Default for Config {
         Self {
             coredns_deployment: "coredns".into(),
             dedicated_dns: None,
-            cluster_domain: "cluster.local".into(),
             restart_coredns: true,
+            cluster_domain: validation::DEFAULT_CLUSTER_DOMAIN.into(),
             resync: Duration::from_secs(300),
             revert_window: Duration::from_secs(3600),
             app_service_write_window: Duration::from_secs(10),
@@ -166,7 +167,7 @@ impl Context {
     /// Live links whose spec passes validation: the only ones whose wishes the duties act on.
     pub fn valid_links(&self) -> Vec<Arc<AppServiceLink>> {
         let mut links = self.live_links();
-        links.retain(|l| validation::validate(&l.spec).is_empty());
+        links.retain(|l| validation::validate(&l.spec, &self.config.cluster_domain).is_empty());
         links
     }
 

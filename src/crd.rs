@@ -19,6 +19,69 @@ pub const MAX_SELECTOR_TERMS: usize = 32;
 /// The message for a selector that requires no label, shared with the CEL rule.
 pub const SELECTOR_MESSAGE: &str = "must require a label: an empty selector, or one of only NotIn and DoesNotExist expressions, matches every Service without those labels in the cluster; use matchLabels, or an In or Exists expression";
 
+/// The message for a zone that is not a DNS name, shared with the CEL rule.
+pub const ZONE_MESSAGE: &str = "must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters";
+/// The message for a single-label zone, shared with the CEL rule.
+pub const SINGLE_LABEL_MESSAGE: &str = "must have at least two labels, such as mydomain.local: a single-label zone is a top-level domain, and k8s_external would answer NXDOMAIN to every pod for every name under it";
+/// The message for a reverse-lookup zone, shared with the CEL rule.
+pub const REVERSE_ZONE_MESSAGE: &str = "must not be a reverse-lookup zone (in-addr.arpa, ip6.arpa or below): k8s_external runs before the kubernetes plugin and would answer NXDOMAIN to every pod for the PTR records of pods and Services";
+/// The message for a zone with a `privatelink` label, shared with the CEL rule.
+pub const PRIVATELINK_MESSAGE: &str = "must not contain a privatelink label: privatelink zones hold Azure private endpoint records (privatelink.blob.core.windows.net, ...), and CoreDNS would answer NXDOMAIN for them to every pod";
+/// The CEL rule's message for the default cluster domain (the controller names the domain).
+pub const CLUSTER_DOMAIN_MESSAGE: &str = "must not be cluster.local or a zone below it: k8s_external runs before the kubernetes plugin and would answer NXDOMAIN for the cluster's own names to every pod; choose a zone outside it, such as mydomain.local";
+/// The CEL rule's message for Azure's own namespaces (the controller names the one matched).
+pub const AZURE_ZONE_MESSAGE: &str = "must not be in Azure's own DNS namespaces (windows.net, azure.com, azure.net, azurewebsites.net, azmk8s.io and the others listed in the AppServiceLink README): CoreDNS would answer NXDOMAIN to every pod for the Azure endpoints under it; choose a zone of your own, such as mydomain.local";
+
+/// The Kubernetes default cluster domain, refused whatever `--cluster-domain` says: the CRD's CEL
+/// rule cannot know the flag, so it refuses this one, and the controller does too.
+pub const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
+
+/// The reverse-lookup zones, which the `kubernetes` plugin answers for pod and Service IPs.
+pub const REVERSE_ZONES: [&str; 2] = ["in-addr.arpa", "ip6.arpa"];
+
+/// Azure's own DNS namespaces: the zones of Azure services and of their private endpoints, from
+/// Microsoft's "Azure Private Endpoint private DNS zone values" (learn.microsoft.com/azure/
+/// private-link/private-endpoint-dns), with the China and US Government clouds, and Entra ID's
+/// sign-in domain. A zone in one of them takes the service's names away from every pod.
+pub const AZURE_ZONES: &[&str] = &[
+    "windows.net",
+    "azure.com",
+    "azure.net",
+    "azure.cn",
+    "azure.us",
+    "azurewebsites.net",
+    "azure-api.net",
+    "azure-devices.net",
+    "azure-automation.net",
+    "azurecr.io",
+    "azmk8s.io",
+    "azconfig.io",
+    "azurecontainerapps.io",
+    "azurestaticapps.net",
+    "azuresynapse.net",
+    "azurehdinsight.net",
+    "azurefd.net",
+    "azureedge.net",
+    "azurehealthcareapis.com",
+    "azureiotcentral.com",
+    "cloudapp.net",
+    "trafficmanager.net",
+    "chinacloudapi.cn",
+    "usgovcloudapi.net",
+    "microsoftonline.com",
+];
+
+/// The CEL rule refusing a zone that is one of `zones` or below one. Spelled out rather than an
+/// `exists` over a list: the apiserver's cost estimate of a concatenation inside a macro is far
+/// above the budget, while each literal comparison costs next to nothing.
+fn not_in_zones_rule(zones: &[&str]) -> String {
+    let terms: Vec<String> = zones
+        .iter()
+        .map(|z| format!("self == '{z}' || self.endsWith('.{z}')"))
+        .collect();
+    format!("!({})", terms.join(" || "))
+}
+
 /// Name of the DNS Service when a link does not name one.
 pub const DEFAULT_DNS_SERVICE_NAME: &str = "appservicelink-dns";
 
@@ -80,10 +143,30 @@ pub struct ServiceSelection {
 #[serde(rename_all = "camelCase")]
 pub struct DnsSpec {
     /// DNS zone in which `<service>.<namespace>.<zone>` resolves to a Service's internal IP, through
-    /// the CoreDNS `k8s_external` plugin. A lower-case DNS name such as `mydomain.local`.
+    /// the CoreDNS `k8s_external` plugin. A lower-case DNS name of at least two labels such as
+    /// `mydomain.local`. CoreDNS answers NXDOMAIN for every other name in the zone, to every pod, so
+    /// these are refused: the cluster domain (`cluster.local`, or the operator's `--cluster-domain`)
+    /// and every zone above or below it, reverse zones (`in-addr.arpa`, `ip6.arpa`), single-label
+    /// zones, public suffixes (the Public Suffix List), Azure's own zones (`privatelink.*`,
+    /// `*.windows.net`, `*.azure.com`, ...), and zones in a public domain such as
+    /// `internal.contoso.com` unless `allowPublicDomain` is set.
     #[schemars(length(max = 253))]
-    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$')").message("must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters"))]
+    #[x_kube(
+        validation = Rule::new("self.matches('^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\\\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$')").message(ZONE_MESSAGE),
+        validation = Rule::new("self.contains('.')").message(SINGLE_LABEL_MESSAGE),
+        validation = Rule::new(not_in_zones_rule(&REVERSE_ZONES)).message(REVERSE_ZONE_MESSAGE),
+        validation = Rule::new(not_in_zones_rule(&[DEFAULT_CLUSTER_DOMAIN])).message(CLUSTER_DOMAIN_MESSAGE),
+        validation = Rule::new("!(self.startsWith('privatelink.') || self.contains('.privatelink.'))").message(PRIVATELINK_MESSAGE),
+        validation = Rule::new(not_in_zones_rule(AZURE_ZONES)).message(AZURE_ZONE_MESSAGE),
+    )]
     pub zone: String,
+    /// Allow a zone in a public domain, such as `internal.contoso.com` (a zone under a public
+    /// suffix of the Public Suffix List). CoreDNS then answers every name in the zone from the
+    /// cluster's load balancers and NXDOMAIN for the rest, so pods no longer see the zone's public
+    /// records. Set it only for a domain your organisation owns and serves privately. Public
+    /// suffixes themselves (`com`, `co.uk`) and Azure's zones stay refused.
+    #[serde(default)]
+    pub allow_public_domain: bool,
     /// The internal LoadBalancer Service in `kube-system` that exposes CoreDNS.
     #[serde(default)]
     pub service: DnsServiceSpec,

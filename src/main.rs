@@ -24,11 +24,10 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
-// Parsed once at startup: the size of the `run` variant costs nothing.
-#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run the controller against the cluster in KUBECONFIG, ~/.kube/config, or the in-cluster config.
-    Run(RunArgs),
+    // Boxed: its many flags make it far larger than the other variants (clippy::large_enum_variant).
+    Run(Box<RunArgs>),
     /// Print the AppServiceLink CustomResourceDefinition as YAML.
     Crd {
         /// Print a Markdown reference of every field instead (docs/crd-reference.md).
@@ -86,6 +85,11 @@ struct RunArgs {
     /// mcr.microsoft.com/oss/kubernetes/coredns:<tag>).
     #[arg(long, env = "APPSERVICELINK_COREDNS_IMAGE", default_value = appservicelink::duties::dedicated_dns::DEFAULT_IMAGE)]
     coredns_image: String,
+    /// The cluster's DNS domain (the kubelet's clusterDomain). No link's zone may be it, or above
+    /// or below it: CoreDNS would answer NXDOMAIN for the cluster's own names. `cluster.local` is
+    /// refused whatever this says.
+    #[arg(long, env = "APPSERVICELINK_CLUSTER_DOMAIN", default_value = appservicelink::validation::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_cluster_domain)]
+    cluster_domain: String,
     /// Seconds between full reconciles of every link, which repair drift.
     #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
@@ -199,13 +203,13 @@ async fn main() -> anyhow::Result<()> {
                     }),
                 },
                 restart_coredns: args.restart_coredns,
+                cluster_domain: args.cluster_domain,
                 resync: Duration::from_secs(args.resync_seconds),
                 revert_window: Duration::from_secs(args.revert_window_seconds),
                 app_service_write_window: Duration::from_secs(
                     args.app_service_write_window_seconds,
                 ),
                 dry_run: args.dry_run,
-                ..Config::default()
             };
             let azure = azure_auth::AzureConfig {
                 arm_endpoint: args.arm_endpoint,
@@ -288,4 +292,15 @@ fn shutdown_on_signal(health: Health) -> CancellationToken {
         cancel.cancel();
     });
     token
+}
+
+/// `--cluster-domain` must be a DNS name such as `cluster.local`, without a trailing dot.
+fn parse_cluster_domain(value: &str) -> Result<String, String> {
+    if appservicelink::validation::is_zone(value) && value.contains('.') {
+        Ok(value.to_string())
+    } else {
+        Err(format!(
+            "{value:?} is not a cluster domain: a lower-case DNS name of at least two labels, such as cluster.local"
+        ))
+    }
 }

@@ -219,7 +219,7 @@ pub fn error_policy(link: Arc<AppServiceLink>, err: &Error, pipeline: Arc<Pipeli
 /// The Apply arm: validate, run the duties, write the status.
 async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Error> {
     let ctx = &pipeline.ctx;
-    let errors = validation::validate(&link.spec);
+    let errors = validation::validate(&link.spec, &ctx.config.cluster_domain);
     if !errors.is_empty() {
         let message = errors
             .iter()

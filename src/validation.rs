@@ -6,9 +6,12 @@
 //! inputs, so the two cannot drift apart.
 
 use crate::crd::{
-    AppServiceLinkSpec, AppServiceTarget, MAX_SELECTOR_TERMS, MAX_TARGETS, SELECTOR_MESSAGE,
+    AppServiceLinkSpec, AppServiceTarget, MAX_SELECTOR_TERMS, MAX_TARGETS, PRIVATELINK_MESSAGE,
+    REVERSE_ZONE_MESSAGE, SELECTOR_MESSAGE, SINGLE_LABEL_MESSAGE,
 };
+pub use crate::crd::{AZURE_ZONES, DEFAULT_CLUSTER_DOMAIN, REVERSE_ZONES, ZONE_MESSAGE};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use psl::Psl as _;
 
 /// A spec field that breaks a rule, with a message saying what to fix.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,8 +30,9 @@ fn invalid(field: impl Into<String>, message: &str) -> InvalidField {
     }
 }
 
-/// Every rule a link's spec breaks, in field order. Empty when the spec is valid.
-pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
+/// Every rule a link's spec breaks, in field order. Empty when the spec is valid. `cluster_domain`
+/// is the cluster's DNS domain (`--cluster-domain`), which no zone may touch.
+pub fn validate(spec: &AppServiceLinkSpec, cluster_domain: &str) -> Vec<InvalidField> {
     let mut errors = Vec::new();
     if selector_matches_everything(&spec.services.selector) {
         errors.push(invalid("spec.services.selector", SELECTOR_MESSAGE));
@@ -46,8 +50,11 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
         "spec.services.subnet",
         spec.services.subnet.as_deref(),
     );
-    if !is_zone(&spec.dns.zone) {
-        errors.push(invalid("spec.dns.zone", ZONE_MESSAGE));
+    if let Err(message) = check_zone(&spec.dns.zone, cluster_domain, spec.dns.allow_public_domain) {
+        errors.push(InvalidField {
+            field: "spec.dns.zone".into(),
+            message,
+        });
     }
     if !is_service_name(&spec.dns.service.name) {
         errors.push(invalid(
@@ -92,8 +99,67 @@ pub fn validate(spec: &AppServiceLinkSpec) -> Vec<InvalidField> {
     errors
 }
 
-/// The message for a bad zone, shared with the CEL rule.
-pub const ZONE_MESSAGE: &str = "must be a lower-case DNS name of RFC 1123 labels (letters, digits, '-', separated by '.'), at most 253 characters";
+/// Whether `k8s_external` may serve `zone`, and if not, why.
+///
+/// `k8s_external` runs before `kubernetes` in CoreDNS's plugin chain (plugin.cfg) and answers
+/// NXDOMAIN for every name in its zones that is not a LoadBalancer Service, so a zone that overlaps
+/// names pods rely on takes those names away from every pod in the cluster. The CRD's CEL rules
+/// refuse the same zones where a rule can say it (everything but the configured cluster domain and
+/// the Public Suffix List).
+pub fn check_zone(
+    zone: &str,
+    cluster_domain: &str,
+    allow_public_domain: bool,
+) -> Result<(), String> {
+    if !is_zone(zone) {
+        return Err(ZONE_MESSAGE.into());
+    }
+    if !zone.contains('.') {
+        return Err(SINGLE_LABEL_MESSAGE.into());
+    }
+    if REVERSE_ZONES.iter().any(|r| in_zone(zone, r)) {
+        return Err(REVERSE_ZONE_MESSAGE.into());
+    }
+    for domain in [DEFAULT_CLUSTER_DOMAIN, cluster_domain] {
+        if in_zone(zone, domain) || in_zone(domain, zone) {
+            return Err(format!(
+                "{zone} is the cluster domain {domain}, or above or below it: k8s_external runs before the kubernetes plugin and would answer NXDOMAIN for the cluster's own names to every pod; choose a zone outside it, such as mydomain.local"
+            ));
+        }
+    }
+    if zone.split('.').any(|label| label == "privatelink") {
+        return Err(PRIVATELINK_MESSAGE.into());
+    }
+    if let Some(family) = AZURE_ZONES.iter().find(|family| in_zone(zone, family)) {
+        return Err(format!(
+            "{zone} is in Azure's own DNS namespace {family}: CoreDNS would answer NXDOMAIN to every pod for the Azure endpoints under it; choose a zone of your own, such as mydomain.local"
+        ));
+    }
+    // The Public Suffix List, compiled into the `psl` crate: a suffix is known when a rule of the
+    // list (ICANN or private section) matched, not only the default `*` rule.
+    if let Some(suffix) = psl::List.suffix(zone.as_bytes()).filter(|s| s.is_known()) {
+        let suffix = String::from_utf8_lossy(suffix.as_bytes());
+        if suffix == zone {
+            return Err(format!(
+                "{zone} is a public suffix (Public Suffix List): k8s_external would answer NXDOMAIN to every pod for every public name under it; choose a zone of your own, such as mydomain.local"
+            ));
+        }
+        if !allow_public_domain {
+            return Err(format!(
+                "{zone} is in a public domain (under the public suffix {suffix}): CoreDNS would answer NXDOMAIN to every pod for the zone's public names; if your organisation owns the domain and wants that, set spec.dns.allowPublicDomain to true"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True when `name` is `zone` or a name below it.
+fn in_zone(name: &str, zone: &str) -> bool {
+    name == zone
+        || name
+            .strip_suffix(zone)
+            .is_some_and(|prefix| prefix.ends_with('.'))
+}
 
 /// The bounds the CRD puts on a selector, so that its CEL rule has a small cost: at most
 /// [`MAX_SELECTOR_TERMS`] labels, expressions, and values per expression, and Kubernetes' own label

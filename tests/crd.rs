@@ -147,7 +147,7 @@ fn the_committed_crd_is_within_the_apiservers_cel_cost_budget() {
     let report = kube_sim::cel_check::check_schema(&schema(), "spec.validation.openAPIV3Schema");
     assert_eq!(
         report.rules.len(),
-        11,
+        16,
         "every rule was estimated: {:#?}",
         report.rules
     );

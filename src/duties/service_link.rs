@@ -524,7 +524,9 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
                 };
                 if applied.is_some() {
                     crate::runtime::crash_points::reached("service-after-apply");
-                    changes.converted.push(format!("{namespace}/{name}"));
+                    changes
+                        .converted
+                        .push((format!("{namespace}/{name}"), String::new()));
                 }
                 applied
             }
@@ -701,9 +703,9 @@ async fn release(
             .await?
             .is_some()
         {
-            changes.handed_over.push(format!(
-                "{namespace}/{name} (to AppServiceLink {})",
-                next.name_any()
+            changes.handed_over.push((
+                format!("{namespace}/{name}"),
+                format!(" to AppServiceLink {}", next.name_any()),
             ));
         }
         return Ok(());
@@ -751,9 +753,12 @@ async fn release(
         .await
     {
         Ok(_) => {
-            changes.restored.push(format!(
-                "{namespace}/{name} (type {})",
-                patch["spec"]["type"].as_str().unwrap_or_default()
+            changes.restored.push((
+                format!("{namespace}/{name}"),
+                format!(
+                    " to type {}",
+                    patch["spec"]["type"].as_str().unwrap_or_default()
+                ),
             ));
             Ok(())
         }
@@ -769,16 +774,23 @@ async fn release(
 /// per Service: a thousand conversions make three Events, not a thousand.
 #[derive(Default)]
 struct Changes {
-    converted: Vec<String>,
-    restored: Vec<String>,
-    handed_over: Vec<String>,
+    converted: Vec<Changed>,
+    restored: Vec<Changed>,
+    handed_over: Vec<Changed>,
 }
+
+/// One Service an Event names: `namespace/name`, and what to add after the verb.
+type Changed = (String, String);
 
 /// How many Services an Event names before it only counts the rest.
 const NAMED_IN_EVENT: usize = 10;
 
-fn listed(items: &[String]) -> String {
-    let named = items[..items.len().min(NAMED_IN_EVENT)].join(", ");
+fn listed(items: &[Changed]) -> String {
+    let named = items[..items.len().min(NAMED_IN_EVENT)]
+        .iter()
+        .map(|(service, detail)| format!("{service}{detail}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     match items.len().saturating_sub(NAMED_IN_EVENT) {
         0 => named,
         more => format!("{named} and {more} more"),
@@ -803,11 +815,7 @@ impl Changes {
             ),
             (
                 "ServiceHandedOver",
-                note(
-                    &self.handed_over,
-                    "handed over",
-                    "handed over to the links that select them",
-                ),
+                note(&self.handed_over, "handed over", "handed over"),
             ),
         ];
         for (reason, note) in notes {
@@ -820,10 +828,10 @@ impl Changes {
 }
 
 /// "Service a is ..." for one, "3 Services are ...: a, b, c" for more, `None` for none.
-fn note(items: &[String], one: &str, many: &str) -> Option<String> {
+fn note(items: &[Changed], one: &str, many: &str) -> Option<String> {
     match items {
         [] => None,
-        [item] => Some(format!("Service {item} {one}")),
+        [(service, detail)] => Some(format!("Service {service} {one}{detail}")),
         _ => Some(format!(
             "{} Services {many}: {}",
             items.len(),

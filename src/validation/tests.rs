@@ -23,7 +23,10 @@ fn with(pointer: &str, value: Value) -> Value {
 /// Errors from the controller's own validation, as field paths.
 fn rust_errors(spec: &Value) -> Vec<String> {
     let spec: AppServiceLinkSpec = serde_json::from_value(spec.clone()).unwrap();
-    validate(&spec).into_iter().map(|e| e.field).collect()
+    validate(&spec, DEFAULT_CLUSTER_DOMAIN)
+        .into_iter()
+        .map(|e| e.field)
+        .collect()
 }
 
 /// Errors from CRD admission (OpenAPI checks and CEL rules), evaluated the way an apiserver does.
@@ -37,7 +40,13 @@ fn cel_errors(spec: &Value) -> Vec<String> {
         .map(|cause| cause.field)
         // "some validation rules were not checked": the apiserver's note, about no field.
         .filter(|field| !field.is_empty())
-        .collect()
+        // A zone that is no DNS name may break several of the zone's rules at once.
+        .fold(Vec::new(), |mut fields, field| {
+            if fields.last() != Some(&field) {
+                fields.push(field);
+            }
+            fields
+        })
 }
 
 /// Inputs each check must refuse, as (JSON pointer into the spec, value, field path in the error).
@@ -91,6 +100,54 @@ fn bad_inputs() -> Vec<(&'static str, Value, &'static str)> {
         ),
         ("/dns/zone", json!("mydomain.local."), "spec.dns.zone"),
         ("/dns/zone", json!("-bad.local"), "spec.dns.zone"),
+        // Zones that take names away from every pod (k8s_external answers NXDOMAIN for the rest).
+        ("/dns/zone", json!("cluster.local"), "spec.dns.zone"),
+        ("/dns/zone", json!("svc.cluster.local"), "spec.dns.zone"),
+        (
+            "/dns/zone",
+            json!("shop.svc.cluster.local"),
+            "spec.dns.zone",
+        ),
+        ("/dns/zone", json!("local"), "spec.dns.zone"),
+        ("/dns/zone", json!("internal"), "spec.dns.zone"),
+        ("/dns/zone", json!("com"), "spec.dns.zone"),
+        ("/dns/zone", json!("in-addr.arpa"), "spec.dns.zone"),
+        ("/dns/zone", json!("10.in-addr.arpa"), "spec.dns.zone"),
+        ("/dns/zone", json!("ip6.arpa"), "spec.dns.zone"),
+        ("/dns/zone", json!("core.windows.net"), "spec.dns.zone"),
+        (
+            "/dns/zone",
+            json!("privatelink.blob.core.windows.net"),
+            "spec.dns.zone",
+        ),
+        (
+            "/dns/zone",
+            json!("privatelink.contoso.local"),
+            "spec.dns.zone",
+        ),
+        (
+            "/dns/zone",
+            json!("internal.privatelink.local"),
+            "spec.dns.zone",
+        ),
+        ("/dns/zone", json!("vault.azure.net"), "spec.dns.zone"),
+        (
+            "/dns/zone",
+            json!("contoso.azurewebsites.net"),
+            "spec.dns.zone",
+        ),
+        ("/dns/zone", json!("cloudapp.azure.com"), "spec.dns.zone"),
+        ("/dns/zone", json!("westeurope.azmk8s.io"), "spec.dns.zone"),
+        (
+            "/dns/zone",
+            json!("database.chinacloudapi.cn"),
+            "spec.dns.zone",
+        ),
+        (
+            "/dns/zone",
+            json!("login.microsoftonline.com"),
+            "spec.dns.zone",
+        ),
         ("/dns/zone", json!(""), "spec.dns.zone"),
         ("/dns/zone", json!(long_zone), "spec.dns.zone"),
         (
@@ -219,8 +276,13 @@ fn bad_inputs() -> Vec<(&'static str, Value, &'static str)> {
 
 fn good_inputs() -> Vec<(&'static str, Value)> {
     vec![
-        ("/dns/zone", json!("internal")),
         ("/dns/zone", json!("svc.contoso-internal.example")),
+        ("/dns/zone", json!("contoso.internal")),
+        // Only the cluster domain itself and names around it are refused, not look-alikes.
+        ("/dns/zone", json!("mycluster.local")),
+        ("/dns/zone", json!("cluster.local.example")),
+        ("/dns/zone", json!("privatelinks.local")),
+        ("/dns/zone", json!("mywindows.net.local")),
         ("/dns/zone", json!(vec!["a".repeat(63); 3].join("."))),
         ("/dns/service/staticIP", json!("0.0.0.0")),
         ("/dns/service/staticIP", json!("255.255.255.255")),
@@ -266,6 +328,95 @@ fn good_inputs() -> Vec<(&'static str, Value)> {
             json!({"matchLabels": (0..32).map(|i| (format!("k{i}"), json!("v".repeat(63)))).collect::<serde_json::Map<_, _>>()}),
         ),
     ]
+}
+
+/// Zones only the controller refuses: a CEL rule cannot know `--cluster-domain`, nor carry the
+/// Public Suffix List. The CRD admits them; the controller refuses them before anything is written.
+fn controller_only_bad_zones() -> Vec<(&'static str, &'static str)> {
+    vec![
+        // Public suffixes of the Public Suffix List (ICANN and private sections).
+        ("co.uk", "is a public suffix"),
+        ("github.io", "is a public suffix"),
+        // Zones in a public domain, without the opt-in.
+        ("contoso.com", "is in a public domain"),
+        ("internal.contoso.com", "is in a public domain"),
+        ("apps.contoso.co.uk", "is in a public domain"),
+        // The configured cluster domain, above and below it.
+        ("corp.internal", "is the cluster domain corp.internal"),
+        ("svc.corp.internal", "is the cluster domain corp.internal"),
+    ]
+}
+
+fn zone_spec(zone: &str, allow_public_domain: bool) -> AppServiceLinkSpec {
+    let mut spec = with("/dns/zone", json!(zone));
+    spec["dns"]["allowPublicDomain"] = json!(allow_public_domain);
+    serde_json::from_value(spec).unwrap()
+}
+
+#[test]
+fn zones_the_crd_cannot_judge_are_refused_by_the_controller_saying_why() {
+    for (zone, why) in controller_only_bad_zones() {
+        let errors = validate(&zone_spec(zone, false), "corp.internal");
+        assert_eq!(errors.len(), 1, "{zone}: {errors:?}");
+        let message = errors[0].to_string();
+        assert!(
+            message.starts_with(&format!("spec.dns.zone: {zone} {why}")),
+            "{zone}: {message}"
+        );
+        assert_eq!(
+            cel_errors(&with("/dns/zone", json!(zone))),
+            Vec::<String>::new(),
+            "{zone}: a CEL rule refuses it, move it to bad_inputs"
+        );
+    }
+}
+
+#[test]
+fn a_public_domain_is_allowed_only_with_the_opt_in_and_a_public_suffix_never() {
+    assert!(validate(&zone_spec("internal.contoso.com", true), "cluster.local").is_empty());
+    let message =
+        validate(&zone_spec("internal.contoso.com", false), "cluster.local")[0].to_string();
+    assert!(message.contains("spec.dns.allowPublicDomain"), "{message}");
+    for zone in [
+        "co.uk",
+        "github.io",
+        "core.windows.net",
+        "contoso.azurewebsites.net",
+    ] {
+        assert_eq!(
+            validate(&zone_spec(zone, true), "cluster.local").len(),
+            1,
+            "{zone} must stay refused with the opt-in"
+        );
+    }
+}
+
+#[test]
+fn the_default_cluster_domain_is_refused_whatever_the_flag_says() {
+    for zone in ["cluster.local", "svc.cluster.local"] {
+        let errors = validate(&zone_spec(zone, false), "corp.internal");
+        assert!(
+            errors[0].message.contains("cluster domain cluster.local"),
+            "{zone}: {errors:?}"
+        );
+    }
+    // Above a multi-label cluster domain: `internal.corp.example` is below `corp.example`.
+    let errors = validate(&zone_spec("corp.example", false), "internal.corp.example");
+    assert!(errors[0].message.contains("above or below"), "{errors:?}");
+}
+
+#[test]
+fn each_kind_of_dangerous_zone_gets_its_own_reason() {
+    let reason = |zone: &str| {
+        validate(&zone_spec(zone, false), "cluster.local")[0]
+            .message
+            .clone()
+    };
+    assert!(reason("internal").contains("single-label"));
+    assert!(reason("10.in-addr.arpa").contains("reverse-lookup"));
+    assert!(reason("privatelink.vaultcore.azure.net").contains("privatelink"));
+    assert!(reason("blob.core.windows.net").contains("Azure's own DNS namespace windows.net"));
+    assert!(reason("svc.cluster.local").contains("NXDOMAIN"));
 }
 
 #[test]
@@ -322,7 +473,7 @@ fn a_selector_that_requires_no_label_is_refused_saying_why() {
         json!({"matchExpressions": [{"key": "x", "operator": "DoesNotExist"}]}),
     );
     let spec: AppServiceLinkSpec = serde_json::from_value(spec).unwrap();
-    let message = validate(&spec)[0].to_string();
+    let message = validate(&spec, DEFAULT_CLUSTER_DOMAIN)[0].to_string();
     assert!(
         message.starts_with("spec.services.selector: must require a label")
             && message.contains("every Service"),
@@ -334,7 +485,7 @@ fn a_selector_that_requires_no_label_is_refused_saying_why() {
 fn errors_say_what_to_fix() {
     let spec = with("/dns/zone", json!("Bad Zone"));
     let spec: AppServiceLinkSpec = serde_json::from_value(spec).unwrap();
-    let errors = validate(&spec);
+    let errors = validate(&spec, DEFAULT_CLUSTER_DOMAIN);
     assert_eq!(
         errors[0].to_string(),
         format!("spec.dns.zone: {ZONE_MESSAGE}")

@@ -4,6 +4,7 @@
 mod app_services;
 mod arm_fidelity;
 mod dedicated;
+mod dns_safety;
 mod dry_run;
 mod faults;
 mod fidelity;

@@ -198,7 +198,8 @@ async fn sigterm_finishes_cleanly_and_hands_the_lease_over() {
     ]);
     h.eventually("the new zone in the override", |h| {
         let data = h.coredns_custom()["data"].clone();
-        (data["appservicelink.override"] == "k8s_external example.local\n").then_some(())
+        (data["appservicelink.override"] == "k8s_external example.local {\n    fallthrough\n}\n")
+            .then_some(())
     })
     .await;
 }

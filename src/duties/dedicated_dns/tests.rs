@@ -25,17 +25,26 @@ fn the_corefile_serves_the_zones_from_the_services_and_forwards_the_rest_to_azur
     );
     assert!(text.contains("\n    cache 30\n"), "{text}");
     assert!(text.contains("\n    forward . 168.63.129.16\n"), "{text}");
-    // Every plugin once, braces balanced: a Corefile CoreDNS loads.
-    let plugins: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("    ") && !l.starts_with("        ") && !l.trim().starts_with('}')
-        })
-        .map(|l| l.split_whitespace().next().unwrap())
+    // A Corefile CoreDNS loads: it parses, and no plugin appears twice in its one server block.
+    let blocks = crate::duties::corefile::syntax::parse(
+        "Corefile",
+        &text,
+        "/etc/coredns",
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0].keys, vec![".:53".to_string()]);
+    let names: Vec<&str> = blocks[0]
+        .directives
+        .iter()
+        .map(|d| d.name.as_str())
         .collect();
-    let unique: BTreeSet<&str> = plugins.iter().copied().collect();
-    assert_eq!(plugins.len(), unique.len(), "{text}");
-    assert_eq!(text.matches('{').count(), text.matches('}').count());
+    let unique: BTreeSet<&str> = names.iter().copied().collect();
+    assert_eq!(names.len(), unique.len(), "{names:?}");
+    for plugin in ["kubernetes", "k8s_external", "cache", "forward"] {
+        assert!(unique.contains(plugin), "{plugin} missing: {names:?}");
+    }
     // No zone, no k8s_external line (it needs at least one zone).
     assert!(!corefile(&BTreeSet::new(), "cluster.local").contains("k8s_external"));
 }

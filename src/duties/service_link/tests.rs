@@ -399,7 +399,9 @@ fn a_service_in_kube_system_is_skipped_whoever_holds_it() {
 
 #[test]
 fn an_event_names_ten_services_and_counts_the_rest() {
-    let items: Vec<String> = (0..12).map(|i| format!("ns/s{i}")).collect();
+    let items: Vec<Changed> = (0..12)
+        .map(|i| (format!("ns/s{i}"), String::new()))
+        .collect();
     assert_eq!(note(&[], "x", "y"), None);
     assert_eq!(
         note(&items[..1], "is now an internal load balancer", "are").as_deref(),
@@ -411,6 +413,11 @@ fn an_event_names_ten_services_and_counts_the_rest() {
         "{many}"
     );
     assert!(many.ends_with("ns/s9 and 2 more"), "{many}");
+    let restored = [("ns/a".to_string(), " to type ClusterIP".to_string())];
+    assert_eq!(
+        note(&restored, "restored", "restored").as_deref(),
+        Some("Service ns/a restored to type ClusterIP")
+    );
 }
 
 #[test]
