@@ -8,11 +8,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::ListParams;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::utils::Backoff;
 use kube::runtime::{watcher, Controller, PredicateConfig, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
@@ -46,8 +47,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), Error> {
     let links_api = Api::<AppServiceLink>::all(client.clone());
-    if let Err(err) = links_api.list(&ListParams::default().limit(1)).await {
-        return Err(Error::CannotListLinks(Box::new(err)));
+    let shutdown = shutdown.shared();
+    tokio::select! {
+        listed = first_list(&links_api) => listed?,
+        // Stopped while the apiserver was still failing: nothing was started.
+        () = shutdown.clone() => return Ok(()),
     }
     let synced = health.caches(3);
     let (links, links_writer) = reflector::store();
@@ -129,6 +133,7 @@ pub async fn run(
         .with_config(
             kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
         )
+        .trigger_backoff(EachWatchBacksOff)
         .graceful_shutdown_on(shutdown)
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, pipeline)
@@ -139,12 +144,64 @@ pub async fn run(
                 Err(kube::runtime::controller::Error::ObjectNotFound(link)) => {
                     tracing::debug!(%link, "link gone before its reconcile")
                 }
+                // A watch that failed (cut, 410 Expired, the apiserver failing): it resumes or lists
+                // again by itself, with its own backoff.
+                Err(kube::runtime::controller::Error::QueueError(err)) => {
+                    warn!(error = %err, "a watch failed; it resumes with backoff")
+                }
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
         })
         .await;
     info!("controller stopped");
     Ok(())
+}
+
+/// Lists the links once before starting, to fail fast when the CRD is missing (404) or the operator
+/// may not list them (401, 403). An apiserver that fails or does not answer (5xx, 429, no connection:
+/// a control-plane upgrade, an etcd hiccup) is waited for, with backoff up to 30 s: exiting would
+/// only put the pod in CrashLoopBackOff, which backs off for longer.
+async fn first_list(links_api: &Api<AppServiceLink>) -> Result<(), Error> {
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match links_api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(err) if transient(&err) => {
+                warn!(error = %err, retry_in = ?delay, "cannot list AppServiceLinks yet; the apiserver failed or did not answer, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(err) => return Err(Error::CannotListLinks(Box::new(err))),
+        }
+    }
+}
+
+/// Whether a request may succeed if simply tried again: the apiserver failing or throttling (5xx,
+/// 429), or no answer at all; not a refusal or a missing resource.
+fn transient(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Api(status) => status.code >= 500 || status.code == 429,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// The controller's own backoff over all its watches together: none. Each watch backs off on its own
+/// (`default_backoff()` above). A shared backoff would pause all four watches for the error of one,
+/// and grow with each watch's error in turn: after the watches were cut and their history compacted,
+/// the four 410s stalled every watch for 1 + 2 + 4 + 8 s before the re-lists could run.
+struct EachWatchBacksOff;
+
+impl Iterator for EachWatchBacksOff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl Backoff for EachWatchBacksOff {
+    fn reset(&mut self) {}
 }
 
 /// Wakes a link on changes to its spec, finalizers or deletion, but not to its status.
@@ -173,4 +230,27 @@ fn links_for_service(ctx: &Context, svc: &Service) -> Vec<ObjectRef<AppServiceLi
         })
         .map(|link| ObjectRef::from_obj(&**link))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "status": "Failure", "code": code, "reason": "", "message": ""
+        }))
+        .expect("a Status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn the_first_list_waits_for_a_failing_apiserver_but_not_for_a_missing_crd() {
+        for code in [500, 503, 504, 429] {
+            assert!(transient(&status(code)), "{code}");
+        }
+        for code in [404, 403, 401, 400] {
+            assert!(!transient(&status(code)), "{code}");
+        }
+    }
 }

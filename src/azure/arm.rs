@@ -2,15 +2,19 @@
 //!
 //! It knows HTTP, ARM and tokens, and nothing about Kubernetes. Reads that meet throttling (429) or
 //! server errors are retried with backoff, honouring `Retry-After`; writes are sent once, because
-//! their body comes from a read and a retry must read again. Every request is bounded by a timeout.
+//! their body comes from a read and a retry must read again. A request ARM refuses for its token (401)
+//! is sent once more, reads and writes alike, with a token from a renewed credential: ARM
+//! authenticates before anything else, so the refused request did nothing. Every request is bounded
+//! by a timeout.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use azure_core::credentials::TokenCredential;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+
+use crate::azure::credentials::Credential;
 
 /// The one ARM api-version for Microsoft.Web used everywhere.
 pub const API_VERSION: &str = "2024-11-01";
@@ -192,7 +196,7 @@ pub struct ArmClient {
     http: reqwest::Client,
     endpoint: String,
     scope: String,
-    credential: Arc<dyn TokenCredential>,
+    credential: Arc<Credential>,
     retry: RetryPolicy,
     observer: Option<RequestObserver>,
 }
@@ -207,18 +211,19 @@ impl std::fmt::Debug for ArmClient {
 
 impl ArmClient {
     /// A client for `endpoint` (e.g. `https://management.azure.com`) authenticating with
-    /// `credential` for `scope`.
+    /// `credential` for `scope` (a [`Credential`], or any `Arc<dyn TokenCredential>`, which is then
+    /// not renewed when ARM refuses its token).
     pub fn new(
         http: reqwest::Client,
         endpoint: &str,
         scope: String,
-        credential: Arc<dyn TokenCredential>,
+        credential: impl Into<Credential>,
     ) -> Self {
         Self {
             http,
             endpoint: endpoint.trim_end_matches('/').to_string(),
             scope,
-            credential,
+            credential: Arc::new(credential.into()),
             retry: RetryPolicy::default(),
             observer: None,
         }
@@ -331,10 +336,11 @@ impl ArmClient {
             Operation::ListAppSettings | Operation::GetSite => self.retry.max_attempts,
         };
         let mut attempt = 0;
+        let mut renewed = false;
         loop {
             attempt += 1;
-            let token = self
-                .credential
+            let (generation, credential) = self.credential.current();
+            let token = credential
                 .get_token(&[&self.scope], None)
                 .await
                 .map_err(|e| ArmError::Credential(e.to_string()))?;
@@ -361,6 +367,21 @@ impl ArmClient {
                 Ok(response) => {
                     let status = response.status();
                     self.observe(op, status.as_u16());
+                    if status == StatusCode::UNAUTHORIZED
+                        && !renewed
+                        && self.credential.renew(generation)
+                    {
+                        // The token is not one ARM takes any more (expired before the credential's
+                        // cache thought, revoked). ARM authenticated first, so nothing was done:
+                        // send it again, once, with a token from the renewed credential.
+                        tracing::info!(
+                            operation = op.name(),
+                            "ARM refused the access token (401); retrying with a new one"
+                        );
+                        renewed = true;
+                        attempt -= 1;
+                        continue;
+                    }
                     let retry_after = retry_after(response.headers());
                     let bytes = response.bytes().await.unwrap_or_default();
                     tracing::debug!(
@@ -570,6 +591,130 @@ mod tests {
                 && text.contains("AuthorizationFailed: no access"),
             "{text}"
         );
+    }
+
+    /// The simulated Azure, a site in it, and a client-secret ARM client trusting its CA.
+    async fn sim_and_client(
+        dir: &std::path::Path,
+    ) -> (azure_sim::AzureSim, SiteRef, ArmClient, super::Credential) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let sim = azure_sim::AzureSim::start(Default::default())
+            .await
+            .unwrap();
+        let ca = dir.join("ca.pem");
+        sim.write_ca(&ca).unwrap();
+        let site = SiteRef {
+            subscription_id: "sub".into(),
+            resource_group: "rg".into(),
+            name: "web".into(),
+            slot: None,
+        };
+        sim.add_site(
+            azure_sim::SiteId::new("sub", "rg", "web"),
+            [("A".to_string(), "1".to_string())].into(),
+        );
+        let config = crate::azure::credentials::AzureConfig {
+            arm_endpoint: sim.arm_endpoint(),
+            authority_host: Some(sim.authority_host()),
+            ca_bundle: Some(ca),
+            ..Default::default()
+        };
+        let client = config
+            .client_secret_arm_client(
+                sim.tenant_id(),
+                azure_sim::DEFAULT_CLIENT_ID,
+                azure_sim::DEFAULT_CLIENT_SECRET.into(),
+            )
+            .unwrap();
+        let http = config.http_client().unwrap();
+        let fixed: Arc<dyn azure_core::credentials::TokenCredential> = config
+            .client_secret_credential(
+                &http,
+                sim.tenant_id(),
+                azure_sim::DEFAULT_CLIENT_ID,
+                azure_sim::DEFAULT_CLIENT_SECRET.into(),
+            )
+            .unwrap();
+        (sim, site, client, fixed.into())
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_is_replaced_once_and_the_request_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, site, client, _) = sim_and_client(dir.path()).await;
+        client.list_app_settings(&site).await.unwrap();
+        sim.expire_tokens();
+        // A write too: ARM refused it before doing anything, so sending it again is safe.
+        let mut settings = client.list_app_settings(&site).await.unwrap();
+        settings.insert("B".into(), "2".into());
+        client.replace_app_settings(&site, &settings).await.unwrap();
+        let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 401, 200, 200]);
+        assert_eq!(sim.token_requests().len(), 2, "one new token");
+        sim.expire_tokens();
+        client.list_app_settings(&site).await.unwrap();
+        assert_eq!(
+            sim.token_requests().len(),
+            3,
+            "renewed again when refused again"
+        );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_token_refused_again_after_renewal_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, site, _, _) = sim_and_client(dir.path()).await;
+        let config = crate::azure::credentials::AzureConfig {
+            arm_endpoint: sim.arm_endpoint(),
+            authority_host: Some(sim.authority_host()),
+            ca_bundle: Some(dir.path().join("ca.pem")),
+            ..Default::default()
+        };
+        let http = config.http_client().unwrap();
+        let (make_config, transport, tenant) =
+            (config.clone(), http.clone(), sim.tenant_id().to_string());
+        let credential = super::Credential::renewable(move || {
+            make_config.client_secret_credential(
+                &transport,
+                &tenant,
+                azure_sim::DEFAULT_CLIENT_ID,
+                azure_sim::DEFAULT_CLIENT_SECRET.into(),
+            )
+        })
+        .unwrap();
+        // Tokens for another resource: every one is refused (InvalidAuthenticationTokenAudience).
+        let wrong_scope = "https://vault.azure.net/.default".to_string();
+        let client = ArmClient::new(http, &sim.arm_endpoint(), wrong_scope, credential);
+        let err = client.list_app_settings(&site).await.unwrap_err();
+        assert!(matches!(err, ArmError::Status { status: 401, .. }), "{err}");
+        assert_eq!(sim.token_requests().len(), 2, "renewed once, not forever");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_fixed_credential_is_not_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, site, _, fixed) = sim_and_client(dir.path()).await;
+        let config = crate::azure::credentials::AzureConfig {
+            arm_endpoint: sim.arm_endpoint(),
+            ca_bundle: Some(dir.path().join("ca.pem")),
+            ..Default::default()
+        };
+        let scope = config.scope();
+        let client = ArmClient::new(
+            config.http_client().unwrap(),
+            &sim.arm_endpoint(),
+            scope,
+            fixed,
+        );
+        client.list_app_settings(&site).await.unwrap();
+        sim.expire_tokens();
+        let err = client.list_app_settings(&site).await.unwrap_err();
+        assert!(matches!(err, ArmError::Status { status: 401, .. }), "{err}");
+        assert!(!err.to_string().contains(azure_sim::TOKEN_PREFIX), "{err}");
+        assert_eq!(sim.token_requests().len(), 1);
+        sim.shutdown().await;
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! and workstations present themselves.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::azure::arm::ArmClient;
@@ -117,8 +117,15 @@ impl AzureConfig {
             .map_err(|e| AzureConfigError::Http(e.to_string()))
     }
 
-    /// The credential to use, with `http` as its transport.
-    pub fn credential(
+    /// The credential to use, with `http` as its transport; renewable (see [`Credential`]).
+    pub fn credential(&self, http: &reqwest::Client) -> Result<Credential, AzureConfigError> {
+        let config = self.clone();
+        let http = http.clone();
+        Credential::renewable(move || config.build_credential(&http))
+    }
+
+    /// One instance of the credential to use, with `http` as its transport.
+    fn build_credential(
         &self,
         http: &reqwest::Client,
     ) -> Result<Arc<dyn TokenCredential>, AzureConfigError> {
@@ -176,7 +183,11 @@ impl AzureConfig {
         secret: String,
     ) -> Result<ArmClient, AzureConfigError> {
         let http = self.http_client()?;
-        let credential = self.client_secret_credential(&http, tenant_id, client_id, secret)?;
+        let (config, transport) = (self.clone(), http.clone());
+        let (tenant_id, client_id) = (tenant_id.to_string(), client_id.to_string());
+        let credential = Credential::renewable(move || {
+            config.client_secret_credential(&transport, &tenant_id, &client_id, secret.clone())
+        })?;
         Ok(ArmClient::new(
             http,
             &self.arm_endpoint,
@@ -220,6 +231,88 @@ impl AzureConfig {
             options.cloud = Some(Arc::new(CloudConfiguration::from(cloud)));
         }
         options
+    }
+}
+
+/// Builds a fresh instance of a credential.
+type MakeCredential =
+    Box<dyn Fn() -> Result<Arc<dyn TokenCredential>, AzureConfigError> + Send + Sync>;
+
+/// The credential the ARM client gets its tokens from, which can be started afresh.
+///
+/// azure_identity's credentials cache a token until 5 minutes before the expiry the token endpoint
+/// announced, and cannot be told to drop it. When ARM refuses a cached token anyway (401: expired
+/// early, revoked, its signing key rolled over), the only way to a new token is a new credential:
+/// [`Credential::renew`] makes one.
+pub struct Credential {
+    make: Option<MakeCredential>,
+    /// The credential in use, and how many times it was renewed.
+    current: RwLock<(u64, Arc<dyn TokenCredential>)>,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("renewable", &self.make.is_some())
+            .field("generation", &self.current().0)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Credential {
+    /// A credential that `make` builds now, and again on each renewal.
+    pub fn renewable(
+        make: impl Fn() -> Result<Arc<dyn TokenCredential>, AzureConfigError> + Send + Sync + 'static,
+    ) -> Result<Self, AzureConfigError> {
+        let first = make()?;
+        Ok(Self {
+            make: Some(Box::new(make)),
+            current: RwLock::new((0, first)),
+        })
+    }
+
+    /// The credential in use, and its generation (to hand to [`Credential::renew`]).
+    pub fn current(&self) -> (u64, Arc<dyn TokenCredential>) {
+        let current = self.current.read().unwrap_or_else(PoisonError::into_inner);
+        (current.0, current.1.clone())
+    }
+
+    /// Replaces the credential of generation `refused`, whose token ARM refused, with a new one (and
+    /// so a new token on the next request). Callers that saw the same refusal renew it once between
+    /// them. A credential that cannot be built now is kept, and the next refusal tries again. Returns
+    /// whether the credential was renewed (by this call or another since `refused`).
+    pub fn renew(&self, refused: u64) -> bool {
+        let Some(make) = &self.make else {
+            return false;
+        };
+        let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+        if current.0 != refused {
+            return true;
+        }
+        match make() {
+            Ok(fresh) => {
+                *current = (refused + 1, fresh);
+                tracing::info!(
+                    generation = refused + 1,
+                    "renewed the Azure credential to get a new access token"
+                );
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not renew the Azure credential; keeping the old one");
+                false
+            }
+        }
+    }
+}
+
+/// A credential given as it is: it cannot be renewed.
+impl From<Arc<dyn TokenCredential>> for Credential {
+    fn from(credential: Arc<dyn TokenCredential>) -> Self {
+        Self {
+            make: None,
+            current: RwLock::new((0, credential)),
+        }
     }
 }
 

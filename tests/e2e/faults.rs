@@ -1,13 +1,16 @@
 //! The fault suite (issue #10): the operator killed between two writes, its status wiped, its writes
-//! refused, ARM down or throttled. Each row is a fault and what must hold afterwards: it converges,
-//! nothing the customer had is lost, and nothing is written twice. TESTING.md has the table and the
-//! totals of the last run.
+//! refused, ARM down or throttled, its watches cut or expired, the apiserver failing or timing out, the
+//! token endpoint down and its token expiring. Each row is a fault and what must hold afterwards: it
+//! converges, nothing the customer had is lost, and nothing is written twice. TESTING.md has the table
+//! and the totals of the last run.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
 
-use azure_sim::{Fault, FaultKind, SiteId};
+use azure_sim::{Fault, FaultKind, SiteId, TokenFault, TokenFaultKind};
+use kube_sim::{Fault as ApiFault, FaultKind as ApiFaultKind};
 
-use crate::harness::Harness;
+use crate::harness::{Harness, AZURE_CLIENT_SECRET};
 
 const SUB: &str = "6f1c2b3a-0000-4000-8000-00000000fa17";
 const DNS_IP: &str = "10.240.0.53";
@@ -64,6 +67,80 @@ async fn harness() -> Harness {
     h
 }
 
+/// A Service created after the link converged, for the rows that check the operator still sees changes.
+const CART: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: cart
+  namespace: shop
+  labels: {appservicelink.io/expose: "true"}
+spec:
+  selector: {app: cart}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+"#;
+
+/// A fault for the operator's requests only (the test's own kubectl is spared).
+fn operator(fault: ApiFault) -> ApiFault {
+    fault.except_user_agent("kubectl")
+}
+
+/// The operator's four watches: links, Services, Namespaces and the CoreDNS ConfigMap.
+const OPERATOR_WATCHES: usize = 4;
+
+async fn watches_open(h: &Harness) {
+    h.eventually("the operator's watches open", |h| {
+        (h.sim.open_watches() >= OPERATOR_WATCHES).then_some(())
+    })
+    .await;
+}
+
+/// Whether `shop/<name>` is an internal load balancer held by the link.
+fn linked(h: &Harness, name: &str) -> bool {
+    h.service("shop", name).is_some_and(|svc| {
+        svc["spec"]["type"] == "LoadBalancer"
+            && svc["metadata"]["annotations"]["appservicelink.io/link"] == "web"
+    })
+}
+
+/// Waits for `shop/<name>` to be converted and the link Ready again.
+async fn wait_linked(h: &Harness, name: &str) {
+    h.eventually(&format!("Service shop/{name} converted"), |h| {
+        linked(h, name).then_some(())
+    })
+    .await;
+    h.wait_ready("web").await;
+}
+
+/// Operator requests to the apiserver answered with `status`.
+fn answered(h: &Harness, status: u16) -> usize {
+    h.operator_requests()
+        .iter()
+        .filter(|r| r.status == status)
+        .count()
+}
+
+/// Token requests answered with `status`.
+fn token_requests(h: &Harness, status: u16) -> usize {
+    h.azure()
+        .token_requests()
+        .iter()
+        .filter(|r| r.status == status)
+        .count()
+}
+
+/// No access token (and not the client secret) in anything the operator logged.
+fn no_token_in_log(h: &Harness, outcome: &mut Outcome) {
+    let log = h.operator_log();
+    let leaked = h
+        .azure()
+        .issued_tokens()
+        .iter()
+        .any(|t| log.contains(t.as_str()))
+        || log.contains(AZURE_CLIENT_SECRET)
+        || log.contains(azure_sim::TOKEN_PREFIX);
+    outcome.check("no token or secret in the operator's log", !leaked);
+}
+
 /// Successful ARM writes to the site's settings so far.
 fn arm_writes(h: &Harness) -> usize {
     h.azure()
@@ -118,22 +195,27 @@ impl Outcome {
     }
 }
 
-/// Deletes the link, and checks everything went back exactly as it was.
+/// Deletes the link, and checks everything went back exactly as it was, with one restore write.
 async fn delete_and_check_restored(h: &Harness, outcome: &mut Outcome) {
+    let writes = arm_writes(h);
     h.kubectl_ok(&["delete", "asl", "web", "--timeout=60s"]);
     outcome.check(
         "the App Service's settings restored exactly",
         settings(h) == before(),
     );
-    let api = h.service("shop", "api").unwrap();
-    outcome.check(
-        "Service shop/api back to ClusterIP",
-        api["spec"]["type"] == "ClusterIP",
-    );
+    for name in ["api", "orders", "cart"] {
+        if let Some(svc) = h.service("shop", name) {
+            outcome.check(
+                &format!("Service shop/{name} back to ClusterIP"),
+                svc["spec"]["type"] == "ClusterIP",
+            );
+        }
+    }
     outcome.check(
         "the DNS Service deleted",
         h.service("kube-system", "appservicelink-dns").is_none(),
     );
+    outcome.duplicate_writes += arm_writes(h).saturating_sub(writes + 1);
 }
 
 /// Killed between recording what the App Service had and writing to it.
@@ -303,12 +385,256 @@ async fn arm_outage(mut h: Harness) -> Outcome {
     outcome
 }
 
+/// Every watch stream cut mid-stream after the link converged, and a Service created right after,
+/// while the operator reconnects: it resumes from the versions it saw and misses nothing.
+async fn watches_dropped(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.start_operator();
+    h.apply(&link());
+    h.wait_ready("web").await;
+    watches_open(&h).await;
+    let cut = h.sim.drop_watches();
+    outcome.check(
+        "the operator's watches were open and cut",
+        cut >= OPERATOR_WATCHES,
+    );
+    h.apply(CART);
+    wait_linked(&h, "cart").await;
+    watches_open(&h).await;
+    outcome.check("converged after the drop", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
+/// The watches cut and refused (503) while a Service is created and the history compacted: the
+/// re-watches from the old versions get 410 Expired, and the operator lists again and converts it.
+async fn watch_history_expired(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.start_operator();
+    h.apply(&link());
+    h.wait_ready("web").await;
+    watches_open(&h).await;
+    h.sim.inject(operator(
+        ApiFault::new(
+            "",
+            ApiFaultKind::ServiceUnavailable {
+                retry_after_secs: Some(1),
+            },
+        )
+        .verbs(&["watch"])
+        .until_cleared(),
+    ));
+    h.sim.drop_watches();
+    h.apply(CART);
+    h.eventually("the operator's re-watches refused", |h| {
+        (answered(h, 503) >= OPERATOR_WATCHES).then_some(())
+    })
+    .await;
+    h.sim.compact();
+    let lists_before = service_lists(&h);
+    h.sim.clear_faults();
+    let back = Instant::now();
+    h.eventually("Service shop/cart converted", |h| {
+        linked(h, "cart").then_some(())
+    })
+    .await;
+    // Each watch backs off on its own: the four 410s must not stall one another.
+    outcome.check(
+        "the operator converted it within 10 s of the apiserver's recovery",
+        back.elapsed() < Duration::from_secs(10),
+    );
+    h.wait_ready("web").await;
+    outcome.check(
+        "the re-watches were told 410 Expired",
+        h.sim.expired_watches() >= 1,
+    );
+    outcome.check(
+        "the operator listed the Services again",
+        service_lists(&h) > lists_before,
+    );
+    watches_open(&h).await;
+    outcome.check("converged after the re-list", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
+/// The operator's lists of all Services (not watches).
+fn service_lists(h: &Harness) -> usize {
+    h.operator_requests()
+        .iter()
+        .filter(|r| r.verb == "list" && r.path == "/api/v1/services" && r.status == 200)
+        .count()
+}
+
+/// The apiserver failing the operator's lists and watches as it starts, while the link is created:
+/// its first list of links answered 500 twice, the Services watch's list and watch 500 twice, the
+/// Namespaces' 503 with Retry-After twice.
+async fn apiserver_read_errors(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    let reads =
+        |path: &str, kind| operator(ApiFault::new(path, kind).verbs(&["list", "watch"]).times(2));
+    h.sim.inject(reads(
+        "/apis/appservicelink.io/v1alpha1/appservicelinks",
+        ApiFaultKind::InternalError,
+    ));
+    h.sim
+        .inject(reads("/api/v1/services", ApiFaultKind::InternalError));
+    h.sim.inject(reads(
+        "/api/v1/namespaces",
+        ApiFaultKind::ServiceUnavailable {
+            retry_after_secs: Some(1),
+        },
+    ));
+    h.start_operator();
+    h.apply(&link());
+    h.wait_ready("web").await;
+    outcome.check(
+        "the apiserver answered four 500s and two 503s",
+        answered(&h, 500) == 4 && answered(&h, 503) == 2,
+    );
+    outcome.check("converged after the errors", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
+/// The apiserver failing the operator's next three writes (500, as when etcd times out) while the
+/// link is created.
+async fn apiserver_write_errors(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.start_operator();
+    watches_open(&h).await;
+    h.sim.inject(operator(
+        ApiFault::new("", ApiFaultKind::InternalError)
+            .writes()
+            .times(3),
+    ));
+    h.apply(&link());
+    h.wait_ready("web").await;
+    outcome.check("the apiserver refused three writes", answered(&h, 500) == 3);
+    outcome.check("converged after the errors", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
+/// The apiserver timing out: the operator's first lists and watches, and then its first writes, each
+/// answered 504 after 2 s; the writes applied all the same, as behind a real apiserver's timeout.
+async fn apiserver_timeouts(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    let timeout = ApiFaultKind::Timeout {
+        after: Duration::from_secs(2),
+    };
+    h.sim.inject(operator(
+        ApiFault::new("", timeout.clone())
+            .verbs(&["list", "watch"])
+            .times(3),
+    ));
+    h.sim
+        .inject(operator(ApiFault::new("", timeout).writes().times(3)));
+    h.start_operator();
+    h.apply(&link());
+    h.wait_ready("web").await;
+    outcome.check("six requests timed out", answered(&h, 504) == 6);
+    outcome.check("converged after the timeouts", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
+/// The token endpoint down (503s) while the link is created, for five refused requests (about 6 s of
+/// the credential's own retries), then back.
+async fn token_endpoint_down(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.azure().inject_token_fault(
+        TokenFault::new(TokenFaultKind::Unavailable {
+            retry_after_secs: None,
+        })
+        .until_cleared(),
+    );
+    h.start_operator();
+    h.apply(&link());
+    h.eventually("five token requests refused", |h| {
+        (token_requests(h, 503) >= 5).then_some(())
+    })
+    .await;
+    outcome.check(
+        "nothing sent to ARM without a token",
+        h.azure().requests().is_empty(),
+    );
+    h.azure().clear_token_faults();
+    h.wait_ready("web").await;
+    outcome.check("converged after the outage", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome.check(
+        "ARM never saw a request without a valid token",
+        h.azure().requests().iter().all(|r| r.status != 401),
+    );
+    no_token_in_log(&h, &mut outcome);
+    outcome
+}
+
+/// Tokens that live 5 min 2 s: azure_identity renews a token 5 minutes before it expires, so each is
+/// used for about 2 s. The operator must get new ones as they go stale, and never send a stale one.
+async fn short_lived_tokens(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.azure().set_token_lifetime(Duration::from_secs(302));
+    h.start_operator();
+    h.apply(&link());
+    h.wait_ready("web").await;
+    outcome.check("converged", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    let issued = token_requests(&h, 200);
+    // The token it has goes stale; the deletion needs ARM again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome.check(
+        "the operator got a new token for the deletion",
+        token_requests(&h, 200) > issued,
+    );
+    outcome.check(
+        "ARM saw no expired token",
+        h.azure().requests().iter().all(|r| r.status != 401),
+    );
+    no_token_in_log(&h, &mut outcome);
+    outcome
+}
+
+/// The operator's cached token refused by ARM as expired (401 ExpiredAuthenticationToken) although
+/// the token endpoint said it lives an hour: it must get a new one, not wait out its cache.
+async fn token_expired_mid_run(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.start_operator();
+    h.apply(&link());
+    h.wait_ready("web").await;
+    outcome.check("converged", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    let issued = token_requests(&h, 200);
+    h.azure().expire_tokens();
+    delete_and_check_restored(&h, &mut outcome).await;
+    let refused = h
+        .azure()
+        .requests()
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    outcome.check(
+        "ARM refused the expired token once, then the operator used a new one",
+        refused == 1 && token_requests(&h, 200) > issued,
+    );
+    no_token_in_log(&h, &mut outcome);
+    outcome
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fault_suite() {
     type Row = fn(Harness) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
     // FAULT_ROW=<part of a name> runs only the matching rows.
     let only = std::env::var("FAULT_ROW").ok();
-    let rows: [(&str, Row); 7] = [
+    let rows: [(&str, Row); 15] = [
         (
             "killed after the restore record, before the ARM write",
             |h| Box::pin(killed_after_the_record(h)),
@@ -332,6 +658,33 @@ async fn the_fault_suite() {
         ("ARM outage (12 server errors), then recovery", |h| {
             Box::pin(arm_outage(h))
         }),
+        ("watch streams dropped mid-stream", |h| {
+            Box::pin(watches_dropped(h))
+        }),
+        (
+            "re-watches get 410 Expired (history compacted while the watches were down)",
+            |h| Box::pin(watch_history_expired(h)),
+        ),
+        ("apiserver 500s and 503s on lists and watches", |h| {
+            Box::pin(apiserver_read_errors(h))
+        }),
+        ("apiserver 500s on writes", |h| {
+            Box::pin(apiserver_write_errors(h))
+        }),
+        (
+            "apiserver timeouts (504 after 2 s) on lists, watches and writes",
+            |h| Box::pin(apiserver_timeouts(h)),
+        ),
+        ("token endpoint down (503s), then back", |h| {
+            Box::pin(token_endpoint_down(h))
+        }),
+        ("short-lived tokens, renewed mid-run", |h| {
+            Box::pin(short_lived_tokens(h))
+        }),
+        (
+            "token expired mid-run (ARM refuses the cached token)",
+            |h| Box::pin(token_expired_mid_run(h)),
+        ),
     ];
     let mut total = 0;
     let mut report = vec![

@@ -1,4 +1,4 @@
-//! Injected failures for ARM requests.
+//! Injected failures for ARM requests and for the token endpoint.
 
 use std::time::Duration;
 
@@ -61,6 +61,76 @@ impl Fault {
     }
 }
 
+/// What an injected fault does to a request to the token endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenFaultKind {
+    /// 503 `temporarily_unavailable` (AADSTS90033, "A transient error has occurred. Please try
+    /// again."), as Entra ID answers during an outage; `Retry-After` when given.
+    Unavailable { retry_after_secs: Option<u64> },
+    /// 500 `server_error` (AADSTS50000, "There was an error issuing a token or an issue with our
+    /// sign-in service.").
+    ServerError,
+    /// Waits this long, then answers normally.
+    Delay(Duration),
+}
+
+/// A fault armed for the next `times` token requests, whatever they ask (an outage is not selective).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenFault {
+    pub kind: TokenFaultKind,
+    /// How many requests it answers; `usize::MAX` until [`crate::AzureSim::clear_token_faults`].
+    pub times: usize,
+}
+
+impl TokenFault {
+    /// A fault firing once.
+    pub fn new(kind: TokenFaultKind) -> Self {
+        Self { kind, times: 1 }
+    }
+
+    /// Fires for this many token requests instead of once.
+    pub fn times(mut self, times: usize) -> Self {
+        self.times = times;
+        self
+    }
+
+    /// Fires for every token request until the token faults are cleared.
+    pub fn until_cleared(self) -> Self {
+        self.times(usize::MAX)
+    }
+}
+
+/// Armed token-endpoint faults, consulted in the order they were injected.
+#[derive(Debug, Default)]
+pub(crate) struct TokenFaults {
+    armed: Vec<TokenFault>,
+}
+
+impl TokenFaults {
+    pub fn inject(&mut self, fault: TokenFault) {
+        if fault.times > 0 {
+            self.armed.push(fault);
+        }
+    }
+
+    /// Consumes one use of the first armed fault, if any.
+    pub fn take(&mut self) -> Option<TokenFaultKind> {
+        let fault = self.armed.first_mut()?;
+        if fault.times != usize::MAX {
+            fault.times -= 1;
+        }
+        let kind = fault.kind.clone();
+        if fault.times == 0 {
+            self.armed.remove(0);
+        }
+        Some(kind)
+    }
+
+    pub fn clear(&mut self) {
+        self.armed.clear();
+    }
+}
+
 /// Armed faults, consulted in the order they were injected.
 #[derive(Debug, Default)]
 pub(crate) struct Faults {
@@ -114,6 +184,28 @@ mod tests {
         assert_eq!(faults.take("PUT", path), Some(FaultKind::ServerError));
         assert_eq!(faults.take("PUT", path), Some(FaultKind::ServerError));
         assert_eq!(faults.take("PUT", path), None);
+    }
+
+    #[test]
+    fn token_faults_fire_in_order_and_until_cleared() {
+        let mut faults = TokenFaults::default();
+        faults.inject(TokenFault::new(TokenFaultKind::ServerError).times(2));
+        faults.inject(
+            TokenFault::new(TokenFaultKind::Unavailable {
+                retry_after_secs: None,
+            })
+            .until_cleared(),
+        );
+        assert_eq!(faults.take(), Some(TokenFaultKind::ServerError));
+        assert_eq!(faults.take(), Some(TokenFaultKind::ServerError));
+        for _ in 0..100 {
+            assert!(matches!(
+                faults.take(),
+                Some(TokenFaultKind::Unavailable { .. })
+            ));
+        }
+        faults.clear();
+        assert_eq!(faults.take(), None);
     }
 
     #[test]

@@ -30,7 +30,7 @@ mod throttle;
 mod token;
 
 pub use error::SimError;
-pub use faults::{Fault, FaultKind};
+pub use faults::{Fault, FaultKind, TokenFault, TokenFaultKind};
 pub use ids::TOKEN_PREFIX;
 pub use record::{ArmRequest, CredentialKind, TokenRequest};
 pub use second_writer::{ReadOp, SecondWriter, SecondWriterEdit, SiteEdit};
@@ -76,6 +76,10 @@ pub struct AzureSimOptions {
     /// ARM's token-bucket throttling. The default is ARM's own limits ([`Throttling::ARM`]);
     /// there is no switch to turn it off, so no test is kinder than ARM.
     pub throttling: Throttling,
+    /// How long issued access tokens live: the `expires_in` the token endpoint reports, after which
+    /// ARM refuses them (401 `ExpiredAuthenticationToken`). Whole seconds; default
+    /// [`TOKEN_LIFETIME_SECS`], as AAD usually issues them.
+    pub token_lifetime: std::time::Duration,
 }
 
 impl Default for AzureSimOptions {
@@ -91,6 +95,7 @@ impl Default for AzureSimOptions {
             )],
             location: "West Europe".to_owned(),
             throttling: Throttling::ARM,
+            token_lifetime: std::time::Duration::from_secs(TOKEN_LIFETIME_SECS),
         }
     }
 }
@@ -186,8 +191,9 @@ impl AzureSim {
             arm_audiences,
             clients,
             store: Default::default(),
-            tokens: Default::default(),
+            tokens: Mutex::new(token::Tokens::with_lifetime(opts.token_lifetime)),
             faults: Default::default(),
+            token_faults: Default::default(),
             limiter: Mutex::new(throttle::Limiter::new(opts.throttling)),
             second_writers: Default::default(),
             log: Default::default(),
@@ -327,6 +333,32 @@ impl AzureSim {
     /// Disarms all faults that have not fired yet.
     pub fn clear_faults(&self) {
         lock(&self.shared.faults).clear();
+    }
+
+    /// Arms a fault for upcoming requests to the token endpoint (an Entra ID outage). Each request,
+    /// whatever it asks, uses up one firing of the first armed fault; it is recorded with the status
+    /// it got.
+    pub fn inject_token_fault(&self, fault: TokenFault) {
+        lock(&self.shared.token_faults).inject(fault);
+    }
+
+    /// Disarms all token-endpoint faults that have not fired yet: the endpoint is back.
+    pub fn clear_token_faults(&self) {
+        lock(&self.shared.token_faults).clear();
+    }
+
+    /// Tokens issued from now on live this long (whole seconds; see
+    /// [`AzureSimOptions::token_lifetime`]).
+    pub fn set_token_lifetime(&self, lifetime: std::time::Duration) {
+        lock(&self.shared.tokens).set_lifetime(lifetime);
+    }
+
+    /// Every token issued so far expires now: ARM refuses it with 401 `ExpiredAuthenticationToken`
+    /// although the client was told it lives longer, so a client that trusts its token cache until
+    /// `expires_in` runs out keeps sending a token ARM no longer takes. Tokens issued afterwards are
+    /// unaffected.
+    pub fn expire_tokens(&self) {
+        lock(&self.shared.tokens).expire_all();
     }
 
     /// The throttling limits in force.

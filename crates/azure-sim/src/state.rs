@@ -1,8 +1,12 @@
 //! State shared by the HTTP handlers and the in-process API.
 
 use crate::{
-    faults::Faults, record::Recorder, second_writer::SecondWriters, store::Store,
-    throttle::Limiter, token::Tokens,
+    faults::{Faults, TokenFaults},
+    record::Recorder,
+    second_writer::SecondWriters,
+    store::Store,
+    throttle::Limiter,
+    token::Tokens,
 };
 use std::{
     collections::BTreeMap,
@@ -33,6 +37,7 @@ pub(crate) struct Shared {
     pub store: Mutex<Store>,
     pub tokens: Mutex<Tokens>,
     pub faults: Mutex<Faults>,
+    pub token_faults: Mutex<TokenFaults>,
     /// ARM's token buckets.
     pub limiter: Mutex<Limiter>,
     /// Lock order: `store` before `second_writers` before `log`.

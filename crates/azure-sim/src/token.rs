@@ -8,6 +8,7 @@
 //! the answer (on failure: `error_codes` and `error_description`).
 
 use crate::{
+    faults::TokenFaultKind,
     ids,
     record::{CredentialKind, TokenRequest},
     state::{lock, Shared},
@@ -40,26 +41,56 @@ pub(crate) struct IssuedToken {
     pub expires_at: Instant,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Tokens {
     by_value: HashMap<String, IssuedToken>,
     /// Every token in issue order, for [`crate::AzureSim::issued_tokens`].
     order: Vec<String>,
+    /// How long tokens issued from now on live (`expires_in`, and when ARM stops accepting them).
+    lifetime: Duration,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self::with_lifetime(Duration::from_secs(TOKEN_LIFETIME_SECS))
+    }
 }
 
 impl Tokens {
-    fn issue(&mut self, client_id: &str, resource: &str) -> String {
+    pub fn with_lifetime(lifetime: Duration) -> Self {
+        Self {
+            by_value: HashMap::new(),
+            order: Vec::new(),
+            lifetime,
+        }
+    }
+
+    /// Issues a token; returns it and its lifetime in whole seconds (what `expires_in` says).
+    fn issue(&mut self, client_id: &str, resource: &str) -> (String, u64) {
         let token = ids::access_token();
+        let secs = self.lifetime.as_secs();
         self.by_value.insert(
             token.clone(),
             IssuedToken {
                 client_id: client_id.to_owned(),
                 resource: resource.to_owned(),
-                expires_at: Instant::now() + Duration::from_secs(TOKEN_LIFETIME_SECS),
+                expires_at: Instant::now() + Duration::from_secs(secs),
             },
         );
         self.order.push(token.clone());
-        token
+        (token, secs)
+    }
+
+    pub fn set_lifetime(&mut self, lifetime: Duration) {
+        self.lifetime = lifetime;
+    }
+
+    /// Every token issued so far expires now.
+    pub fn expire_all(&mut self) {
+        let now = Instant::now();
+        for issued in self.by_value.values_mut() {
+            issued.expires_at = issued.expires_at.min(now);
+        }
     }
 
     pub fn get(&self, token: &str) -> Option<&IssuedToken> {
@@ -153,7 +184,32 @@ pub(crate) async fn handle(
         (true, true) => CredentialKind::Secret,
     };
 
-    let result = issue(&shared, &tenant, &method, &form);
+    let fault = lock(&shared.token_faults).take();
+    if let Some(TokenFaultKind::Delay(delay)) = &fault {
+        tokio::time::sleep(*delay).await;
+    }
+    let (result, retry_after) = match fault {
+        Some(TokenFaultKind::Unavailable { retry_after_secs }) => (
+            Err(AadError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                90033,
+                "A transient error has occurred. Please try again.".to_owned(),
+            )),
+            retry_after_secs,
+        ),
+        Some(TokenFaultKind::ServerError) => (
+            Err(AadError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                50000,
+                "There was an error issuing a token or an issue with our sign-in service."
+                    .to_owned(),
+            )),
+            None,
+        ),
+        Some(TokenFaultKind::Delay(_)) | None => (issue(&shared, &tenant, &method, &form), None),
+    };
     let status = match &result {
         Ok(_) => StatusCode::OK,
         Err(e) => e.status,
@@ -169,18 +225,26 @@ pub(crate) async fn handle(
     });
 
     match result {
-        Ok(token) => (
+        Ok((token, lifetime)) => (
             StatusCode::OK,
             no_store(),
             Json(json!({
                 "token_type": "Bearer",
-                "expires_in": TOKEN_LIFETIME_SECS,
-                "ext_expires_in": TOKEN_LIFETIME_SECS,
+                "expires_in": lifetime,
+                "ext_expires_in": lifetime,
                 "access_token": token,
             })),
         )
             .into_response(),
-        Err(e) => e.into_response(&shared.authority_host),
+        Err(e) => {
+            let mut response = e.into_response(&shared.authority_host);
+            if let Some(secs) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            }
+            response
+        }
     }
 }
 
@@ -190,7 +254,7 @@ fn issue(
     tenant: &str,
     method: &Method,
     form: &HashMap<String, String>,
-) -> Result<String, AadError> {
+) -> Result<(String, u64), AadError> {
     if method != Method::POST {
         return Err(AadError::new(
             StatusCode::BAD_REQUEST,

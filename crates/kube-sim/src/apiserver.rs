@@ -218,6 +218,11 @@ impl ApiServer {
     pub fn current_rv(&self) -> u64 {
         self.lock().store.current_rv()
     }
+
+    /// Compacts the watch history at the current resourceVersion (see [`Store::compact`]).
+    pub fn compact(&self) -> u64 {
+        self.lock().store.compact()
+    }
 }
 
 /// Objects are stored once per resource; reading through another served version only relabels them

@@ -142,6 +142,14 @@ pub enum ApiError {
     },
     /// A request body over the apiserver's limit (413).
     TooLarge(String),
+    /// 503: the apiserver cannot serve the request now; `details.retryAfterSeconds` (and the
+    /// `Retry-After` header) when it says when to come back.
+    ServiceUnavailable {
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
+    /// 504 from the request timeout filter: `Timeout: <message>`.
+    Timeout(String),
     /// An error from storage that the apiserver passes on as it is: 500 without a reason
     /// (e.g. `etcdserver: request is too large`).
     Storage(String),
@@ -220,6 +228,8 @@ impl ApiError {
             ApiError::Internal(_) | ApiError::Storage(_) => 500,
             ApiError::Admission { code, .. } => *code,
             ApiError::TooLarge(_) => 413,
+            ApiError::ServiceUnavailable { .. } => 503,
+            ApiError::Timeout(_) => 504,
         }
     }
 
@@ -239,6 +249,8 @@ impl ApiError {
             ApiError::Admission { reason, .. } => reason,
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::Storage(_) => "",
+            ApiError::ServiceUnavailable { .. } => "ServiceUnavailable",
+            ApiError::Timeout(_) => "Timeout",
         }
     }
 
@@ -292,7 +304,9 @@ impl ApiError {
                 "{} {name:?} is forbidden: {message}",
                 qualified(resource, group)
             ),
-            ApiError::ApplyConflict { message, .. } => message.clone(),
+            ApiError::ApplyConflict { message, .. }
+            | ApiError::ServiceUnavailable { message, .. } => message.clone(),
+            ApiError::Timeout(m) => format!("Timeout: {m}"),
             ApiError::BadRequest(m)
             | ApiError::Unprocessable(m)
             | ApiError::Forbidden(m)
@@ -355,7 +369,11 @@ impl ApiError {
                 json!({"name": name, "kind": resource, "causes": [{"message": message}]}),
                 group,
             )),
-            ApiError::NoSuchResource => Some(json!({})),
+            ApiError::NoSuchResource | ApiError::Timeout(_) => Some(json!({})),
+            ApiError::ServiceUnavailable {
+                retry_after_secs: Some(secs),
+                ..
+            } if *secs > 0 => Some(json!({"retryAfterSeconds": secs})),
             _ => None,
         }
     }
@@ -377,6 +395,19 @@ impl ApiError {
             status["details"] = details;
         }
         status
+    }
+}
+
+impl ApiError {
+    /// The `Retry-After` the apiserver sends with this error (from `details.retryAfterSeconds`).
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            ApiError::ServiceUnavailable {
+                retry_after_secs: Some(secs),
+                ..
+            } if *secs > 0 => Some(*secs),
+            _ => None,
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use crate::apiserver::{
     ApiServer, DeleteOptions, Deleted, FieldValidation, Filter, Target, Write, WriteOptions,
 };
 use crate::error::{ApiError, ApiResult};
+use crate::faults::{FaultKind, Faults};
 use crate::patch::PatchType;
 use crate::registry::ResourceType;
 use crate::selector::{FieldSelector, LabelSelector};
@@ -49,6 +50,10 @@ impl RecordedRequest {
 pub struct App {
     pub api: Arc<ApiServer>,
     pub log: Arc<Mutex<Vec<RecordedRequest>>>,
+    /// Faults armed for upcoming requests.
+    pub faults: Arc<Mutex<Faults>>,
+    /// The open watch streams.
+    pub watches: Arc<watch::Watches>,
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     pub bookmark_interval: Duration,
     pub server_address: String,
@@ -186,7 +191,64 @@ fn json_response(status: u16, body: &Value) -> Response {
 }
 
 fn error_response(err: &ApiError) -> Response {
-    json_response(err.code(), &err.to_status())
+    let mut response = json_response(err.code(), &err.to_status());
+    if let Some(secs) = err.retry_after() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
+
+/// How the apiserver answers a request an injected fault hits (before, or for a timeout instead of,
+/// the request's own answer).
+fn fault_response(kind: &FaultKind, params: &HashMap<String, String>, api: &ApiServer) -> Response {
+    match kind {
+        FaultKind::InternalError => {
+            let cause = "etcdserver: request timed out";
+            json_response(
+                500,
+                &json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": format!("Internal error occurred: {cause}"),
+                    "reason": "InternalError",
+                    "details": {"causes": [{"message": cause}]},
+                    "code": 500,
+                }),
+            )
+        }
+        FaultKind::ServiceUnavailable { retry_after_secs } => {
+            error_response(&ApiError::ServiceUnavailable {
+                message: "the server is currently unable to handle the request".into(),
+                retry_after_secs: *retry_after_secs,
+            })
+        }
+        // The max-in-flight and priority-and-fairness filters answer before any API machinery runs:
+        // plain text, with Retry-After.
+        FaultKind::TooManyRequests { retry_after_secs } => Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .header(header::RETRY_AFTER, retry_after_secs.to_string())
+            .body(Body::from("Too many requests, please try again later.\n"))
+            .expect("valid response"),
+        FaultKind::Timeout { .. } => error_response(&ApiError::Timeout(
+            "request did not complete within the allotted timeout".into(),
+        )),
+        FaultKind::Expired => {
+            let requested = params
+                .get("resourceVersion")
+                .filter(|rv| !rv.is_empty())
+                .map_or("0", String::as_str);
+            error_response(&ApiError::Expired(format!(
+                "too old resource version: {requested} ({})",
+                api.current_rv()
+            )))
+        }
+        FaultKind::Hang => error_response(&ApiError::ServiceUnavailable {
+            message: "the server is shutting down".into(),
+            retry_after_secs: None,
+        }),
+    }
 }
 
 /// How the client wants objects rendered.
@@ -303,29 +365,65 @@ async fn handle(
     let verb = verb_of(&method, &route, &params);
     let parsed =
         crate::limits::check_request_body(body.len()).and_then(|()| parse_body(&headers, &body));
-    let response = match &parsed {
-        Ok(value) => dispatch(
-            &app,
-            &method,
-            route,
-            &headers,
-            &params,
-            &user_agent,
-            value.clone(),
-        ),
-        Err(e) => error_response(e),
-    };
-    let recorded = RecordedRequest {
+    let fault =
+        app.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(&verb, &path, &user_agent);
+    let mut recorded = RecordedRequest {
         method: method.as_str().to_string(),
         path,
         query,
         user_agent,
         field_manager: params.get("fieldManager").cloned(),
-        status: response.status().as_u16(),
+        status: 0,
         verb,
-        body: parsed.ok().flatten(),
+        body: parsed.as_ref().ok().cloned().flatten(),
     };
-    tracing::debug!(method = %recorded.method, path = %recorded.path, status = recorded.status, "kube-sim request");
+    let response = match (&parsed, &fault) {
+        (Ok(value), None) => dispatch(
+            &app,
+            &method,
+            route,
+            &headers,
+            &params,
+            &recorded.user_agent,
+            value.clone(),
+        ),
+        (Err(e), None) => error_response(e),
+        // The faults come from the filters in front of the API machinery: they answer first.
+        (_, Some(FaultKind::Hang)) => {
+            // Recorded now: it may never end.
+            app.log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(recorded.clone());
+            tracing::debug!(method = %recorded.method, path = %recorded.path, "kube-sim request hangs (injected)");
+            let mut stop = app.shutdown.clone();
+            let _ = stop.wait_for(|s| *s).await;
+            return fault_response(&FaultKind::Hang, &params, &app.api);
+        }
+        (_, Some(kind @ FaultKind::Timeout { after })) => {
+            // The handler runs behind the timeout (a write commits); a watch is long-running and would
+            // not time out on a real apiserver, so here it is only answered late.
+            if let (Ok(value), true) = (&parsed, kind.runs_request() && recorded.verb != "watch") {
+                let _ = dispatch(
+                    &app,
+                    &method,
+                    route,
+                    &headers,
+                    &params,
+                    &recorded.user_agent,
+                    value.clone(),
+                );
+            }
+            tokio::time::sleep(*after).await;
+            fault_response(kind, &params, &app.api)
+        }
+        (_, Some(kind)) => fault_response(kind, &params, &app.api),
+    };
+    recorded.status = response.status().as_u16();
+    tracing::debug!(method = %recorded.method, path = %recorded.path, status = recorded.status, injected = fault.is_some(), "kube-sim request");
     app.log
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -627,12 +725,15 @@ fn watch_response(
         bookmark_interval: app.bookmark_interval,
         render,
     };
-    let rx = watch::start(app.api.clone(), request, app.shutdown.clone());
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|chunk| (Ok::<Bytes, std::convert::Infallible>(chunk), rx))
-    });
+    let rx = watch::start(
+        app.api.clone(),
+        request,
+        app.watches.clone(),
+        app.shutdown.clone(),
+    );
+    // An error item aborts the connection mid-response (no final chunk), as a dropped one ends.
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|c| (c, rx)) });
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")

@@ -23,6 +23,7 @@ mod apiserver;
 pub mod cel_check;
 mod discovery;
 mod error;
+mod faults;
 mod fieldpath;
 mod http;
 mod lb;
@@ -42,6 +43,7 @@ mod validation;
 mod watch;
 
 pub use error::{ApiError, Cause};
+pub use faults::{Fault, FaultKind, WRITE_VERBS};
 
 /// What CRD admission says of a custom resource, without a running server: unknown fields pruned,
 /// defaults applied, then the schema's OpenAPI checks and CEL rules, exactly as a create through the
@@ -120,6 +122,8 @@ pub struct SimCluster {
     addr: SocketAddr,
     api: Arc<ApiServer>,
     log: Arc<Mutex<Vec<RecordedRequest>>>,
+    faults: Arc<Mutex<faults::Faults>>,
+    watches: Arc<watch::Watches>,
     shutdown: tokio::sync::watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     allocator: Option<JoinHandle<()>>,
@@ -134,10 +138,14 @@ impl SimCluster {
         let addr = listener.local_addr()?;
         let api = ApiServer::new(opts.watch_history.max(1));
         let log = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(faults::Faults::default()));
+        let watches = Arc::new(watch::Watches::default());
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let app = Arc::new(http::App {
             api: api.clone(),
             log: log.clone(),
+            faults: faults.clone(),
+            watches: watches.clone(),
             shutdown: shutdown_rx.clone(),
             bookmark_interval: opts.bookmark_interval,
             server_address: addr.to_string(),
@@ -163,6 +171,8 @@ impl SimCluster {
             addr,
             api,
             log,
+            faults,
+            watches,
             shutdown,
             server: Some(server),
             allocator,
@@ -289,6 +299,48 @@ impl SimCluster {
     /// Every HTTP request served so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Arms a fault for upcoming HTTP requests (see [`Fault`]). Faults are consulted in the order they
+    /// were injected; each matching request uses up one firing of the first that matches.
+    pub fn inject(&self, fault: Fault) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .inject(fault);
+    }
+
+    /// Disarms every fault that has not fired yet (requests already hanging keep hanging).
+    pub fn clear_faults(&self) {
+        self.faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Watch streams open now.
+    pub fn open_watches(&self) -> usize {
+        self.watches.open()
+    }
+
+    /// Cuts every open watch stream mid-response (the connection closes without the final chunk), as
+    /// when a load balancer drops its connections or an apiserver replica goes away. Returns how many
+    /// were open. Clients resume from the last resourceVersion they saw.
+    pub fn drop_watches(&self) -> usize {
+        self.watches.cut_all()
+    }
+
+    /// Compacts the watch history at the current resourceVersion, as etcd's compaction and the watch
+    /// cache's eviction do: from now on a watch from any older resourceVersion gets a 410 `Expired`
+    /// ERROR event (`too old resource version: <rv> (<oldest>)`) and must list again. Returns the
+    /// resourceVersion compacted at.
+    pub fn compact(&self) -> u64 {
+        self.api.compact()
+    }
+
+    /// Watches answered with a 410 `Expired` ERROR event so far.
+    pub fn expired_watches(&self) -> usize {
+        self.watches.expired()
     }
 
     /// Stops serving: ends open watches, then waits (briefly) for connections to close.

@@ -151,6 +151,15 @@ impl Store {
         }
     }
 
+    /// Compacts the history at the current resourceVersion, as etcd's compaction (every 5 minutes on a
+    /// real cluster) and the watch cache's eviction leave it: a watch from any older resourceVersion is
+    /// too old; one from the current resourceVersion still misses nothing. Returns that resourceVersion.
+    pub fn compact(&mut self) -> u64 {
+        self.history.clear();
+        self.compacted_rv = self.rv;
+        self.rv
+    }
+
     /// Events of one resource after `rv`, or `TooOld` when some of them were compacted away.
     pub fn events_since(
         &self,
@@ -214,5 +223,18 @@ mod tests {
         }
         assert!(store.events_since("configmaps", 1).is_err());
         assert_eq!(store.events_since("configmaps", 3).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn compaction_makes_every_older_version_too_old() {
+        let mut store = Store::new(100);
+        for i in 0..3 {
+            store.put("configmaps", key(&i.to_string()), json!({"metadata": {}}));
+        }
+        assert_eq!(store.compact(), 3);
+        assert!(store.events_since("configmaps", 2).is_err());
+        assert!(store.events_since("configmaps", 3).unwrap().is_empty());
+        store.put("configmaps", key("3"), json!({"metadata": {}}));
+        assert_eq!(store.events_since("configmaps", 3).unwrap().len(), 1);
     }
 }

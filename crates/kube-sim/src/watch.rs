@@ -1,6 +1,7 @@
 //! Watch streams: newline-delimited JSON events, replayed from the store's history and then followed live,
 //! with selector transitions (objects entering/leaving a selector become ADDED/DELETED, as in the watch
-//! cache), bookmarks, `sendInitialEvents`, 410 for compacted resourceVersions and `timeoutSeconds`.
+//! cache), bookmarks, `sendInitialEvents`, 410 for compacted resourceVersions and `timeoutSeconds`; and
+//! streams cut mid-stream, as a dropped connection leaves them.
 
 use crate::apiserver::{present, ApiServer, Filter};
 use crate::error::ApiError;
@@ -8,6 +9,7 @@ use crate::registry::ResourceType;
 use crate::store::{EventType, StoredEvent};
 use axum::body::Bytes;
 use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -15,6 +17,55 @@ use tokio::time::Instant;
 
 /// Renders each event's object for the client (plain JSON, or a one-row Table for `kubectl get -w`).
 pub type Render = Arc<dyn Fn(Value) -> Value + Send + Sync>;
+
+/// The open watch streams: how many there are, and a signal that cuts them all.
+pub struct Watches {
+    open: AtomicUsize,
+    expired: AtomicUsize,
+    cut: watch::Sender<u64>,
+}
+
+impl Default for Watches {
+    fn default() -> Self {
+        Watches {
+            open: AtomicUsize::new(0),
+            expired: AtomicUsize::new(0),
+            cut: watch::channel(0).0,
+        }
+    }
+}
+
+impl Watches {
+    /// Watch streams open now.
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::SeqCst)
+    }
+
+    /// Watches answered with a 410 `Expired` ERROR event so far.
+    pub fn expired(&self) -> usize {
+        self.expired.load(Ordering::SeqCst)
+    }
+
+    /// Ends every open watch stream abruptly: the connection closes mid-response, without the final
+    /// chunk, as when a load balancer or an apiserver replica goes away. Returns how many were open.
+    pub fn cut_all(&self) -> usize {
+        let open = self.open();
+        self.cut.send_modify(|generation| *generation += 1);
+        open
+    }
+}
+
+/// Counts a stream as open while it lives.
+struct OpenGuard(Arc<Watches>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What a stream carries: encoded events, or the error that aborts the connection.
+pub type Chunk = Result<Bytes, std::io::Error>;
 
 pub struct WatchRequest {
     pub resource: Arc<ResourceType>,
@@ -69,16 +120,22 @@ fn translate(event: &StoredEvent, filter: &Filter) -> Option<(&'static str, Valu
     }
 }
 
-/// Starts the watch; the returned receiver yields the encoded events and ends when the watch does.
+/// Starts the watch; the returned receiver yields the encoded events and ends when the watch does (with
+/// an error item when the stream is cut).
 pub fn start(
     api: Arc<ApiServer>,
     req: WatchRequest,
+    watches: Arc<Watches>,
     shutdown: watch::Receiver<bool>,
-) -> mpsc::Receiver<Bytes> {
+) -> mpsc::Receiver<Chunk> {
     let (tx, rx) = mpsc::channel(256);
+    watches.open.fetch_add(1, Ordering::SeqCst);
+    let guard = OpenGuard(watches.clone());
+    let cut = watches.cut.subscribe();
     tokio::spawn(async move {
         // Ending early only means the client went away or the server stops.
-        let _ = run(api, req, tx, shutdown).await;
+        let _ = run(api, req, tx, &watches, cut, shutdown).await;
+        drop(guard);
     });
     rx
 }
@@ -86,14 +143,16 @@ pub fn start(
 async fn run(
     api: Arc<ApiServer>,
     req: WatchRequest,
-    tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Chunk>,
+    watches: &Watches,
+    mut cut: watch::Receiver<u64>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), mpsc::error::SendError<Bytes>> {
+) -> Result<(), mpsc::error::SendError<Chunk>> {
     let rt = req.resource.clone();
     let deadline = Instant::now() + req.timeout;
     // Subscribe before taking the snapshot so that nothing committed in between is missed.
     let mut changes = api.subscribe();
-    let send = |t: &'static str, o: Value| tx.send(line(t, o));
+    let send = |t: &'static str, o: Value| tx.send(Ok(line(t, o)));
 
     let explicit_rv = match req.resource_version.as_deref() {
         None | Some("") | Some("0") => None,
@@ -132,6 +191,7 @@ async fn run(
                     "too old resource version: {} ({})",
                     too_old.requested, too_old.oldest
                 ));
+                watches.expired.fetch_add(1, Ordering::SeqCst);
                 return send("ERROR", err.to_status()).await;
             }
             Ok(events) => {
@@ -161,6 +221,13 @@ async fn run(
             }
             _ = tx.closed() => return Ok(()),
             _ = shutdown.changed() => return Ok(()),
+            _ = cut.changed() => {
+                let cut = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionReset,
+                    "watch stream cut (injected fault)",
+                );
+                return tx.send(Err(cut)).await;
+            }
         }
     }
 }

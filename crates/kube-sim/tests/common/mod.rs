@@ -232,18 +232,24 @@ impl Watch {
         }
     }
 
-    /// The next event, or `None` when the server closed the stream. Fails after [`WAIT`].
+    /// The next event, or `None` when the stream ended (cleanly or not). Fails after [`WAIT`].
     pub async fn next(&mut self) -> Option<Value> {
+        self.next_or_end().await.ok().flatten()
+    }
+
+    /// The next event; `Ok(None)` when the server ended the stream cleanly (the final chunk), `Err`
+    /// when the connection broke off mid-stream. Fails after [`WAIT`].
+    pub async fn next_or_end(&mut self) -> Result<Option<Value>, String> {
         tokio::time::timeout(WAIT, self.next_unbounded())
             .await
             .expect("a watch event within the wait bound")
     }
 
-    async fn next_unbounded(&mut self) -> Option<Value> {
+    async fn next_unbounded(&mut self) -> Result<Option<Value>, String> {
         loop {
             if let Some(pos) = self.buffer.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = self.buffer.drain(..=pos).collect();
-                return Some(serde_json::from_slice(&line).expect("event is JSON"));
+                return Ok(Some(serde_json::from_slice(&line).expect("event is JSON")));
             }
             match self.body.frame().await {
                 Some(Ok(frame)) => {
@@ -251,7 +257,8 @@ impl Watch {
                         self.buffer.extend_from_slice(data);
                     }
                 }
-                _ => return None,
+                Some(Err(e)) => return Err(e.to_string()),
+                None => return Ok(None),
             }
         }
     }
