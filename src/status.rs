@@ -21,6 +21,9 @@ pub mod types {
     pub const COREDNS_OVERRIDE: &str = "CoreDNSOverrideReady";
     /// Duty 4: App Services point at the DNS Service.
     pub const APP_SERVICES: &str = "AppServicesReady";
+    /// Duty 5: every linked Service's name resolves to its internal IP through the DNS Service
+    /// (absent when the check is off).
+    pub const NAMES: &str = "NamesResolve";
     /// kstatus: the operator is still working towards the desired state.
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: the operator cannot make progress without a human.

@@ -1,10 +1,11 @@
-//! The four duties, one module each, each built the same way: desired state from the spec (pure
+//! The duties, one module each, each built the same way: desired state from the spec (pure
 //! builders, unit-tested without a client), then apply, then the observed state for status.
 //!
 //! - [`service_link`]: selected Services become internal Azure load balancers;
 //! - [`dns_service`]: CoreDNS exposed on an internal load balancer in `kube-system`;
 //! - [`corefile`]: the `k8s_external` override in `kube-system/coredns-custom`;
-//! - [`app_service`]: App Services pointed at the DNS Service.
+//! - [`app_service`]: App Services pointed at the DNS Service;
+//! - [`names`]: the linked Services' names really resolve through the DNS Service.
 //!
 //! [`load_balancer`] holds what the two Service duties share. Duties depend on the layers below
 //! ([`crate::context`], [`crate::status`], [`crate::azure`]), never on the pipeline that calls them.
@@ -13,4 +14,5 @@ pub mod app_service;
 pub mod corefile;
 pub mod dns_service;
 pub mod load_balancer;
+pub mod names;
 pub mod service_link;

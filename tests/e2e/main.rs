@@ -7,6 +7,7 @@ mod dry_run;
 mod faults;
 mod fidelity;
 mod harness;
+mod names;
 mod runtime;
 mod sandbox;
 mod scenarios;
