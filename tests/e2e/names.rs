@@ -197,6 +197,46 @@ async fn a_corefile_broken_by_another_key_fails_names_resolve_naming_each_name()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosts_entry_shadowing_a_name_is_reported_with_the_ip_it_answers() {
+    let mut h = Harness::cluster_with_dns().await;
+    let dns_ip = converged(&mut h, &[]).await;
+    let api_ip = entry(&h, "api")["internalIP"].as_str().unwrap().to_string();
+
+    // Someone's hosts entry, which CoreDNS runs before k8s_external, answers another address.
+    h.kubectl_ok(&[
+        "-n",
+        "kube-system",
+        "patch",
+        "configmap",
+        "coredns-custom",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"data":{"legacy.override":"hosts {\n    10.9.9.9 api.shop.mydomain.local\n    fallthrough\n}\n"}}"#,
+    ]);
+    let message = h
+        .eventually("NamesResolve=False", |h| {
+            h.condition("web", "NamesResolve")
+                .filter(|c| c.0 == "False")
+                .map(|c| c.2)
+        })
+        .await;
+    let wrong = format!("resolves to 10.9.9.9, expected {api_ip} (UDP and TCP)");
+    assert!(
+        message.starts_with(&format!(
+            "1 of 2 name(s) do not resolve through the DNS Service {dns_ip}: api.shop.mydomain.local: {wrong}."
+        )),
+        "{message}"
+    );
+    assert_eq!(entry(&h, "api")["nameError"], wrong.as_str());
+    assert_eq!(entry(&h, "orders")["nameResolves"], true);
+    assert_eq!(
+        dig(&dns_ip, "api.shop.mydomain.local", false).1,
+        ["10.9.9.9"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_that_starts_failing_later_is_reported_at_the_resync() {
     let mut h = Harness::cluster_with_dns().await;
     converged(&mut h, &["--resync-seconds", "2"]).await;

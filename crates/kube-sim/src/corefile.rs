@@ -107,6 +107,21 @@ pub struct Server {
     /// The `k8s_external` directive, when the block has one next to `kubernetes` (it works only
     /// there).
     pub k8s_external: Option<K8sExternal>,
+    /// The `hosts` directive, which CoreDNS runs before `k8s_external` (plugin.cfg order).
+    pub hosts: Option<Hosts>,
+}
+
+/// A `hosts` directive with inline entries (a hosts file it names is not read: README).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hosts {
+    /// The zones it answers for (the server block's by default).
+    pub zones: Vec<String>,
+    /// `(name, ip)` of each inline entry, names lower case and fully qualified.
+    pub entries: Vec<(String, std::net::IpAddr)>,
+    /// TTL of its answers (3600 by default).
+    pub ttl: u32,
+    /// `fallthrough` and its zones (empty: all): names it has no entry for go to the next plugin.
+    pub fallthrough: Option<Vec<String>>,
 }
 
 /// A `k8s_external` directive.
@@ -349,6 +364,7 @@ fn parse_block(
     let mut i = start;
     let mut plugins = BTreeSet::new();
     let mut k8s_external = None;
+    let mut hosts = None;
     loop {
         let Some(name) = tokens.get(i) else {
             return Err(Refusal(format!(
@@ -402,6 +418,9 @@ fn parse_block(
         if name.text == "k8s_external" {
             k8s_external = Some(k8s_external_directive(name, &args, &block, &keys)?);
         }
+        if name.text == "hosts" {
+            hosts = Some(hosts_directive(&args, &block, &keys)?);
+        }
     }
     // k8s_external finds the Services through the kubernetes plugin of its own block.
     let k8s_external = k8s_external.filter(|_| plugins.contains("kubernetes"));
@@ -410,6 +429,7 @@ fn parse_block(
             keys,
             plugins,
             k8s_external,
+            hosts,
         },
         i,
     ))
@@ -500,6 +520,57 @@ fn k8s_external_directive(
     }
     let _ = name;
     Ok(directive)
+}
+
+/// `hosts [FILE [ZONES...]] { IP NAME...; ttl SECONDS; no_reverse; reload DURATION; fallthrough
+/// [ZONES...] }` (CoreDNS plugin/hosts); lines that are not options are hosts-file lines.
+fn hosts_directive(
+    args: &[Token],
+    block: &[Vec<Token>],
+    keys: &[(String, u16)],
+) -> Result<Hosts, Refusal> {
+    let zones = if args.len() > 1 {
+        args[1..].iter().map(|t| normalize(&t.text)).collect()
+    } else {
+        keys.iter().map(|(zone, _)| zone.clone()).collect()
+    };
+    let mut hosts = Hosts {
+        zones,
+        entries: Vec::new(),
+        ttl: 3600,
+        fallthrough: None,
+    };
+    for line in block {
+        let option = &line[0];
+        match option.text.as_str() {
+            "fallthrough" => {
+                hosts.fallthrough = Some(line[1..].iter().map(|t| normalize(&t.text)).collect())
+            }
+            "ttl" => {
+                let ttl = line
+                    .get(1)
+                    .and_then(|t| t.text.parse::<u32>().ok())
+                    .filter(|t| *t <= 65_535)
+                    .ok_or_else(|| {
+                        Refusal(format!(
+                            "{} - Error during parsing: plugin/hosts: ttl needs a number of seconds",
+                            option.at()
+                        ))
+                    })?;
+                hosts.ttl = ttl;
+            }
+            "no_reverse" | "reload" => {}
+            _ => {
+                // A hosts-file line: an address, then names; anything else is ignored, as in a file.
+                if let Ok(ip) = option.text.parse::<std::net::IpAddr>() {
+                    for name in &line[1..] {
+                        hosts.entries.push((normalize(&name.text), ip));
+                    }
+                }
+            }
+        }
+    }
+    Ok(hosts)
 }
 
 #[cfg(test)]
@@ -597,6 +668,21 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(same_zone.0.contains("zone already defined"), "{same_zone}");
+    }
+
+    #[test]
+    fn hosts_entries_and_fallthrough_are_read() {
+        let corefile = load(&custom(&[(
+            "h.override",
+            "hosts {\n  10.9.9.9 API.shop.z.test other.z.test\n  ttl 60\n  fallthrough\n}\n",
+        )]))
+        .unwrap();
+        let hosts = corefile.servers[0].hosts.clone().unwrap();
+        assert_eq!(hosts.zones, ["."]);
+        assert_eq!(hosts.ttl, 60);
+        assert_eq!(hosts.fallthrough, Some(Vec::new()));
+        assert_eq!(hosts.entries.len(), 2);
+        assert_eq!(hosts.entries[0].0, "api.shop.z.test.");
     }
 
     #[test]

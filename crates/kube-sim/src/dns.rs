@@ -143,6 +143,11 @@ pub fn reply(
             ..Default::default()
         };
     };
+    if let Some(hosts) = &server.hosts {
+        if let Some(answer) = from_hosts(hosts, qname, qtype) {
+            return answer;
+        }
+    }
     let external = server.k8s_external.as_ref().and_then(|k| {
         k.zones
             .iter()
@@ -266,6 +271,46 @@ pub fn reply(
         out.soa = soa();
     }
     out
+}
+
+/// What the `hosts` plugin answers, or `None` when the query goes on to the next plugin (a name
+/// outside its zones, or one it has no entry for under `fallthrough`).
+fn from_hosts(hosts: &corefile::Hosts, qname: &str, qtype: RecordType) -> Option<Reply> {
+    if !hosts.zones.iter().any(|z| in_zone(qname, z)) {
+        return None;
+    }
+    let ips: Vec<IpAddr> = hosts
+        .entries
+        .iter()
+        .filter(|(name, _)| name == qname)
+        .map(|(_, ip)| *ip)
+        .collect();
+    if ips.is_empty() {
+        let falls = hosts
+            .fallthrough
+            .as_ref()
+            .is_some_and(|zones| zones.is_empty() || zones.iter().any(|z| in_zone(qname, z)));
+        // Without fallthrough it has no SOA for an NXDOMAIN, so it answers SERVFAIL (plugin/hosts).
+        return (!falls).then(|| Reply {
+            rcode: ResponseCode::ServFail,
+            ..Default::default()
+        });
+    }
+    let owner = name(qname)?;
+    let answers = ips
+        .into_iter()
+        .filter_map(|ip| match (qtype, ip) {
+            (RecordType::A, IpAddr::V4(v4)) => Some(RData::A(A(v4))),
+            (RecordType::AAAA, IpAddr::V6(v6)) => Some(RData::AAAA(AAAA(v6))),
+            _ => None,
+        })
+        .map(|data| Record::from_rdata(owner.clone(), hosts.ttl, data))
+        .collect();
+    Some(Reply {
+        authoritative: true,
+        answers,
+        ..Default::default()
+    })
 }
 
 /// Answers queries sent to one DNS Service IP.
@@ -561,6 +606,34 @@ mod tests {
             RecordType::A,
         );
         assert_eq!((r.rcode, r.answers.len()), (ResponseCode::ServFail, 0));
+    }
+
+    #[test]
+    fn a_hosts_entry_runs_before_k8s_external() {
+        let hosts = (
+            "shadow.override",
+            "hosts {\n  10.9.9.9 api.shop.contoso.internal\n  fallthrough\n}\n",
+        );
+        let r = ask(
+            &[OVERRIDE, hosts],
+            "api.shop.contoso.internal.",
+            RecordType::A,
+        );
+        assert_eq!(a_records(&r), ["api.shop.contoso.internal. 3600 10.9.9.9"]);
+        // Names it has no entry for fall through to k8s_external.
+        let other = ask(
+            &[OVERRIDE, hosts],
+            "web.shop.contoso.internal.",
+            RecordType::A,
+        );
+        assert_eq!(other.rcode, ResponseCode::NXDomain);
+        let strict = ("shadow.override", "hosts {\n  10.9.9.9 x.test\n}\n");
+        let r = ask(
+            &[OVERRIDE, strict],
+            "api.shop.contoso.internal.",
+            RecordType::A,
+        );
+        assert_eq!(r.rcode, ResponseCode::ServFail);
     }
 
     #[test]
