@@ -117,13 +117,22 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
     };
 
     // Internal load balancers on loopback addresses of the sandbox's own, so that the simulated
-    // CoreDNS really answers on the DNS Service's IP (and `dig` works as printed).
-    let cluster = SimCluster::start(SimOptions {
+    // CoreDNS really answers on the DNS Service's IP (and `dig` works as printed). That needs port
+    // 53; without it the sandbox runs on AKS's addresses, where nothing answers DNS.
+    let (cluster, no_dns) = match SimCluster::start(SimOptions {
         internal_lbs: InternalLbs::Loopback,
         ..SimOptions::default()
     })
     .await
-    .context("starting the simulated Kubernetes API server")?;
+    {
+        Ok(cluster) => (cluster, None),
+        Err(err) => (
+            SimCluster::start(SimOptions::default())
+                .await
+                .context("starting the simulated Kubernetes API server")?,
+            Some(err),
+        ),
+    };
     done("simulated Kubernetes API server", &mut phase);
     let azure = AzureSim::start(AzureSimOptions::default())
         .await
@@ -147,6 +156,8 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
     let arm = sandbox_arm_client(&azure, &ca)?;
     let config = Config {
         resync: Duration::from_secs(30),
+        // Nothing answers DNS on 10.240.0.0/16, and nothing may be sent there.
+        check_names: cluster.serves_dns(),
         ..Default::default()
     };
     let metrics = std::sync::Arc::new(appservicelink::runtime::metrics::Metrics::new());
@@ -165,6 +176,11 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
     say!("AppServiceLink sandbox: a simulated AKS cluster and Azure, and the real operator.");
     for (name, took) in &phases {
         say!("  {name:<40} {:>7.1} ms", took.as_secs_f64() * 1000.0);
+    }
+    if let Some(err) = &no_dns {
+        say!("No simulated DNS: {err:#}.");
+        say!("  The load balancers use AKS's 10.240.0.0/16 instead, where nothing answers, so the");
+        say!("  operator's name check is off (--check-names=false) and no dig command is printed.");
     }
     say!("Applied examples/full.yaml as AppServiceLink web-to-backend.");
     if let Some((from, to)) = moved {
@@ -488,13 +504,15 @@ fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) -> std:
                 "\n  DNS server for App Services: {ip} (AppServiceLink {})",
                 link["metadata"]["name"].as_str().unwrap_or_default()
             );
-            say!(
-                "  Ask it yourself, as an App Service would (the simulated CoreDNS answers there):"
-            );
-            for command in dig_commands(&link) {
-                say!("    {command}");
+            if cluster.serves_dns() {
+                say!(
+                    "  Ask it yourself, as an App Service would (the simulated CoreDNS answers there):"
+                );
+                for command in dig_commands(&link) {
+                    say!("    {command}");
+                }
+                say!("");
             }
-            say!("");
         }
     }
     for site in sites() {
