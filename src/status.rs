@@ -219,7 +219,11 @@ pub fn new_problems(
         let changed = was.is_none_or(|w| w.status != c.status || w.reason != c.reason);
         let stuck =
             c.status == "False" && stalled(new).is_some_and(|(reason, _)| reason == c.reason);
-        if changed && stuck {
+        // Names that resolved and stopped: worth an Event even though it may pass by itself.
+        let stopped_resolving = c.type_ == types::NAMES
+            && c.status == "False"
+            && was.is_some_and(|w| w.status == "True");
+        if changed && (stuck || stopped_resolving) {
             problems.push((c.reason.clone(), c.message.clone()));
         }
     }

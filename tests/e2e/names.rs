@@ -260,6 +260,22 @@ async fn a_name_that_starts_failing_later_is_reported_at_the_resync() {
         error.contains("UDP") && error.contains("TCP"),
         "names the transports: {error}"
     );
+    // Names that stopped resolving are a Warning Event on the link, once.
+    let warnings = h.eventually("a NamesDoNotResolve Event", |h| {
+        let notes: Vec<String> = h
+            .sim
+            .list("events.k8s.io/v1", "Event")
+            .iter()
+            .filter(|e| e["reason"] == "NamesDoNotResolve" && e["type"] == "Warning")
+            .filter_map(|e| e["note"].as_str().map(str::to_string))
+            .collect();
+        (!notes.is_empty()).then_some(notes)
+    });
+    let warnings = warnings.await;
+    assert!(
+        warnings[0].contains("api.shop.mydomain.local"),
+        "{warnings:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
