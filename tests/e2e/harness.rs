@@ -177,9 +177,24 @@ impl Harness {
     }
 
     fn operator_command(&self, args: &[String], log: std::fs::File) -> Command {
+        let mut args = args.to_vec();
+        if !self.sim.serves_dns() {
+            // Even when a test passes the chart's `--check-names=true`: no DNS query may go to
+            // 10.240.0.0/16 from this machine.
+            for arg in args.iter_mut() {
+                if arg == "--check-names=true" {
+                    *arg = "--check-names=false".into();
+                }
+            }
+            if let Some(i) = args.iter().position(|a| a == "--check-names") {
+                if let Some(value) = args.get_mut(i + 1) {
+                    *value = "false".into();
+                }
+            }
+        }
         let mut command = Command::new(env!("CARGO_BIN_EXE_appservicelink"));
         command
-            .args(args)
+            .args(&args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "info,appservicelink=debug")
             // Operators of tests running in parallel must not race for the default port.
