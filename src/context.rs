@@ -42,6 +42,9 @@ pub struct Config {
     /// An App Service is written at most once per this window when its DNS server keeps changing
     /// (every write restarts the app); the last value wins.
     pub app_service_write_window: Duration,
+    /// Ask the DNS Service for every linked Service's name (condition `NamesResolve`, part of
+    /// `Ready`).
+    pub check_names: bool,
     /// Change nothing: Kubernetes writes go out with `dryRun=All`, ARM writes are not sent, and
     /// every intended change is logged and recorded as an Event.
     pub dry_run: bool,
@@ -57,6 +60,7 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             revert_window: Duration::from_secs(3600),
             app_service_write_window: Duration::from_secs(10),
+            check_names: true,
             dry_run: false,
         }
     }

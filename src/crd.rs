@@ -404,6 +404,14 @@ pub struct LinkedServiceStatus {
     /// balancer, that unlinking cannot bring its public IP back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Whether `fqdn` resolves to `internalIP` through the DNS Service, over both UDP and TCP, as
+    /// last checked. Absent when the Service is not linked or the check is off (`--check-names`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_resolves: Option<bool>,
+    /// Why `fqdn` does not resolve: NXDOMAIN, a wrong IP (which), a timeout or another answer, and
+    /// over which transport.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name_error: Option<String>,
     /// How many times another field manager reverted the conversion since the link last changed,
     /// each within the revert window of the one before.
     #[serde(default, skip_serializing_if = "is_zero")]

@@ -90,6 +90,11 @@ struct RunArgs {
     /// refused whatever this says.
     #[arg(long, env = "APPSERVICELINK_CLUSTER_DOMAIN", default_value = appservicelink::validation::DEFAULT_CLUSTER_DOMAIN, value_parser = parse_cluster_domain)]
     cluster_domain: String,
+    /// Ask the DNS Service, at its load-balancer IP over UDP and TCP, for every linked Service's
+    /// name, and report it in the NamesResolve condition (part of Ready). Off: the condition is
+    /// absent and Ready does not depend on it.
+    #[arg(long, env = "APPSERVICELINK_CHECK_NAMES", default_value_t = true, action = clap::ArgAction::Set)]
+    check_names: bool,
     /// Seconds between full reconciles of every link, which repair drift.
     #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
@@ -209,6 +214,7 @@ async fn main() -> anyhow::Result<()> {
                 app_service_write_window: Duration::from_secs(
                     args.app_service_write_window_seconds,
                 ),
+                check_names: args.check_names,
                 dry_run: args.dry_run,
             };
             let azure = azure_auth::AzureConfig {

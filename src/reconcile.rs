@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::context::Context;
 use crate::crd::AppServiceLink;
-use crate::duties::{app_service, corefile, dedicated_dns, dns_service, service_link};
+use crate::duties::{app_service, corefile, dedicated_dns, dns_service, names, service_link};
 use crate::error::KubeError;
 use crate::runtime::crash_points;
 use crate::status::{self, types, DutyStatus, Observed};
@@ -50,6 +50,9 @@ pub enum Error {
     /// App Services could not be restored; the link keeps its finalizer until they are.
     #[error(transparent)]
     AppService(#[from] app_service::Error),
+    /// The names could not be checked at all.
+    #[error(transparent)]
+    Names(#[from] names::Error),
     /// The link's status could not be written.
     #[error(transparent)]
     Status(KubeError),
@@ -68,6 +71,7 @@ impl Error {
             Self::Corefile(e) => e.category(),
             Self::DedicatedDns(e) => e.category(),
             Self::AppService(e) => e.category(),
+            Self::Names(e) => e.category(),
             Self::Status(e) => e.category(),
             Self::Finalizer(err) => match err.as_ref() {
                 Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.category(),
@@ -97,7 +101,7 @@ impl Error {
             | Self::Corefile(corefile::Error::Override(e) | corefile::Error::Restart(e))
             | Self::DedicatedDns(dedicated_dns::Error::Apply(e))
             | Self::Status(e) => Some(e),
-            Self::AppService(_) => None,
+            Self::AppService(_) | Self::Names(_) => None,
             Self::Finalizer(err) => match err.as_ref() {
                 Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.kube(),
                 _ => None,
@@ -126,6 +130,7 @@ impl Error {
             Self::Corefile(e) => (types::COREDNS_OVERRIDE, e.reason()),
             Self::DedicatedDns(e) => (types::COREDNS_OVERRIDE, e.reason()),
             Self::AppService(e) => (types::APP_SERVICES, e.reason()),
+            Self::Names(e) => (types::NAMES, e.reason()),
             Self::Status(_) => (types::READY, "StatusWriteFailed"),
             Self::Finalizer(err) => match err.as_ref() {
                 Finalizer::ApplyFailed(err) | Finalizer::CleanupFailed(err) => err.condition(),
@@ -227,10 +232,13 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
             .collect::<Vec<_>>()
             .join("; ");
         let duty = DutyStatus::blocked(types::SERVICES, "InvalidSpec", message);
-        let invalid = DUTIES.map(|t| DutyStatus {
-            condition_type: t,
-            ..duty.clone()
-        });
+        let invalid: Vec<DutyStatus> = duty_types(&ctx.config)
+            .into_iter()
+            .map(|t| DutyStatus {
+                condition_type: t,
+                ..duty.clone()
+            })
+            .collect();
         // Keep the record of App Service settings to restore: an invalid spec changes nothing else.
         let kept = Observed {
             app_services: link
@@ -269,7 +277,32 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
         failures.push(err);
         duty
     });
-    let app_services = app_service::reconcile(ctx, link, dns.server_ip.as_deref()).await;
+    // The names are asked for once the override is written, beside the App Service duty (whose
+    // ARM calls take longer), so neither waits for the other.
+    let check_names = async {
+        if ctx.config.check_names {
+            Some(names::reconcile(&services.entries, dns.server_ip.as_deref()).await)
+        } else {
+            None
+        }
+    };
+    let (app_services, names) = tokio::join!(
+        app_service::reconcile(ctx, link, dns.server_ip.as_deref()),
+        check_names
+    );
+    let mut service_entries = services.entries;
+    let names = names.map(|result| match result {
+        Ok(outcome) => {
+            names::record(&mut service_entries, &outcome.checks);
+            outcome.duty
+        }
+        Err(err) => {
+            let err = Error::from(err);
+            let duty = err.duty_status();
+            failures.push(err);
+            duty
+        }
+    });
     {
         // Only now that the App Services moved may an old DNS Service (a rename) go.
         let _cluster_wide = pipeline.cluster_wide.lock().await;
@@ -287,16 +320,20 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
     // A load balancer still coming: look again soon, so that a failure the cloud controller reports
     // only in an Event (which wakes nothing) reaches status.
     if dns.server_ip.is_none()
-        || services
-            .entries
+        || service_entries
             .iter()
             .any(|e| e.state == crate::crd::LinkedServiceState::Pending)
     {
         retry = retry.min(PENDING_RECHECK);
     }
-    let duties = [services.duty, dns.duty, corefile, app_services.duty];
+    if names.as_ref().is_some_and(|n| !n.ready) {
+        // CoreDNS may still be loading the override: look again soon, not only at the resync.
+        retry = retry.min(names::RECHECK);
+    }
+    let mut duties = vec![services.duty, dns.duty, corefile, app_services.duty];
+    duties.extend(names);
     let observed = Observed {
-        services: services.entries,
+        services: service_entries,
         app_services: app_services.entries,
         dns_server_ip: dns.server_ip,
     };
@@ -349,7 +386,7 @@ async fn report_cleanup_failure(link: &AppServiceLink, ctx: &Context, err: &Erro
     let existing = link.status.clone().unwrap_or_default();
     let mut failed = err.duty_status();
     failed.message = format!("deleting the link: {}", failed.message);
-    let duties: Vec<DutyStatus> = DUTIES
+    let duties: Vec<DutyStatus> = duty_types(&ctx.config)
         .iter()
         .map(
             |&t| match existing.conditions.iter().find(|c| c.type_ == t) {
@@ -370,13 +407,19 @@ async fn report_cleanup_failure(link: &AppServiceLink, ctx: &Context, err: &Erro
     }
 }
 
-/// The conditions of the four duties, in status order.
-const DUTIES: [&str; 4] = [
-    types::SERVICES,
-    types::DNS_SERVICE,
-    types::COREDNS_OVERRIDE,
-    types::APP_SERVICES,
-];
+/// The conditions of the duties, in status order; `NamesResolve` only while the check is on.
+fn duty_types(config: &crate::context::Config) -> Vec<&'static str> {
+    let mut list = vec![
+        types::SERVICES,
+        types::DNS_SERVICE,
+        types::COREDNS_OVERRIDE,
+        types::APP_SERVICES,
+    ];
+    if config.check_names {
+        list.push(types::NAMES);
+    }
+    list
+}
 
 /// Writes the status when it differs from the stored one, and records an Event for each problem
 /// that newly appeared.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use azure_sim::{AzureSim, AzureSimOptions, SiteId};
-use kube_sim::{SimCluster, SimOptions};
+use kube_sim::{InternalLbs, InternalRange, SimCluster, SimOptions};
 use serde_json::{json, Value};
 
 use appservicelink::azure::arm::ArmClient;
@@ -116,15 +116,29 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
         *phase = Instant::now();
     };
 
-    let cluster = SimCluster::start(SimOptions::default())
-        .await
-        .context("starting the simulated Kubernetes API server")?;
+    // Internal load balancers on loopback addresses of the sandbox's own, so that the simulated
+    // CoreDNS really answers on the DNS Service's IP (and `dig` works as printed). That needs port
+    // 53; without it the sandbox runs on AKS's addresses, where nothing answers DNS.
+    let (cluster, no_dns) = match SimCluster::start(SimOptions {
+        internal_lbs: InternalLbs::Loopback,
+        ..SimOptions::default()
+    })
+    .await
+    {
+        Ok(cluster) => (cluster, None),
+        Err(err) => (
+            SimCluster::start(SimOptions::default())
+                .await
+                .context("starting the simulated Kubernetes API server")?,
+            Some(err),
+        ),
+    };
     done("simulated Kubernetes API server", &mut phase);
     let azure = AzureSim::start(AzureSimOptions::default())
         .await
         .context("starting the simulated Azure")?;
     done("simulated Azure (ARM, Entra ID, CA)", &mut phase);
-    seed(&cluster, &azure)?;
+    let moved = seed(&cluster, &azure)?;
     files.0.push(opts.kubeconfig.clone());
     cluster
         .write_kubeconfig(&opts.kubeconfig)
@@ -142,6 +156,8 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
     let arm = sandbox_arm_client(&azure, &ca)?;
     let config = Config {
         resync: Duration::from_secs(30),
+        // Nothing answers DNS on 10.240.0.0/16, and nothing may be sent there.
+        check_names: cluster.serves_dns(),
         ..Default::default()
     };
     let metrics = std::sync::Arc::new(appservicelink::runtime::metrics::Metrics::new());
@@ -161,7 +177,20 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
     for (name, took) in &phases {
         say!("  {name:<40} {:>7.1} ms", took.as_secs_f64() * 1000.0);
     }
-    say!("Applied examples/full.yaml as AppServiceLink web-to-backend. Watching the operator:\n");
+    if let Some(err) = &no_dns {
+        say!("No simulated DNS: {err:#}.");
+        say!("  The load balancers use AKS's 10.240.0.0/16 instead, where nothing answers, so the");
+        say!("  operator's name check is off (--check-names=false) and no dig command is printed.");
+    }
+    say!("Applied examples/full.yaml as AppServiceLink web-to-backend.");
+    if let Some((from, to)) = moved {
+        say!(
+            "  Its staticIP {from} became {to}: the sandbox's internal subnet is {},",
+            cluster.internal_range()
+        );
+        say!("  on loopback, so the simulated CoreDNS really answers on the DNS Service's IP.");
+    }
+    say!("Watching the operator:\n");
 
     let mut last = snapshot(&cluster, &azure);
     let mut ready_at: Option<Duration> = None;
@@ -193,7 +222,7 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
             if opts.exit_when_ready {
                 break;
             }
-            print_instructions(&opts.kubeconfig, settings_addr)?;
+            print_instructions(&opts.kubeconfig, settings_addr, cluster.internal_range())?;
         }
         if ready_at.is_none() && opts.exit_when_ready && started.elapsed() > READY_TIMEOUT {
             anyhow::bail!("not Ready after {READY_TIMEOUT:?}; the changes printed above show how far the operator got");
@@ -205,14 +234,40 @@ async fn serve(opts: SandboxOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Applies the CRD, the world, the App Services and the example link.
-fn seed(cluster: &SimCluster, azure: &AzureSim) -> anyhow::Result<()> {
+/// The example with its static DNS IP moved into the sandbox's internal range (the same last
+/// octet), and the move made, if any.
+fn in_range(
+    mut doc: Value,
+    range: InternalRange,
+) -> (Value, Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>) {
+    let ip = &mut doc["spec"]["dns"]["service"]["staticIP"];
+    let moved = ip
+        .as_str()
+        .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
+        .filter(|from| !range.contains(*from))
+        .map(|from| (from, range.host(u32::from(from.octets()[3]))));
+    if let Some((_, to)) = moved {
+        *ip = json!(to.to_string());
+    }
+    (doc, moved)
+}
+
+/// Applies the CRD, the world, the App Services and the example link; returns how the example's
+/// static IP was moved into the sandbox's range.
+fn seed(
+    cluster: &SimCluster,
+    azure: &AzureSim,
+) -> anyhow::Result<Option<(std::net::Ipv4Addr, std::net::Ipv4Addr)>> {
     let seeder = "sandbox-seed";
     cluster.apply_as(seeder, serde_json::to_value(crd::crd())?)?;
-    for doc in yaml_documents(WORLD)?
-        .into_iter()
-        .chain(yaml_documents(EXAMPLE)?)
-    {
+    let mut moved = None;
+    let example = yaml_documents(EXAMPLE)?.into_iter().map(|doc| {
+        let (doc, m) = in_range(doc, cluster.internal_range());
+        moved = moved.or(m);
+        doc
+    });
+    let docs: Vec<Value> = yaml_documents(WORLD)?.into_iter().chain(example).collect();
+    for doc in docs {
         let name = format!(
             "{} {}",
             doc["kind"].as_str().unwrap_or_default(),
@@ -233,7 +288,7 @@ fn seed(cluster: &SimCluster, azure: &AzureSim) -> anyhow::Result<()> {
     for site in sites() {
         azure.add_site(site, existing.clone());
     }
-    Ok(())
+    Ok(moved)
 }
 
 fn yaml_documents(text: &str) -> anyhow::Result<Vec<Value>> {
@@ -449,6 +504,15 @@ fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) -> std:
                 "\n  DNS server for App Services: {ip} (AppServiceLink {})",
                 link["metadata"]["name"].as_str().unwrap_or_default()
             );
+            if cluster.serves_dns() {
+                say!(
+                    "  Ask it yourself, as an App Service would (the simulated CoreDNS answers there):"
+                );
+                for command in dig_commands(&link) {
+                    say!("    {command}");
+                }
+                say!("");
+            }
         }
     }
     for site in sites() {
@@ -463,8 +527,28 @@ fn print_summary(cluster: &SimCluster, azure: &AzureSim, took: Duration) -> std:
     Ok(())
 }
 
-fn print_instructions(kubeconfig: &Path, settings: SocketAddr) -> std::io::Result<()> {
+/// `dig @<DNS server> <name> +short` for every linked name of a link; each prints the name's IP.
+fn dig_commands(link: &Value) -> Vec<String> {
+    let Some(server) = link["status"]["dnsServerIP"].as_str() else {
+        return Vec::new();
+    };
+    link["status"]["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["state"] == "Linked" && s["internalIP"].is_string())
+        .filter_map(|s| s["fqdn"].as_str())
+        .map(|fqdn| format!("dig @{server} {fqdn} +short"))
+        .collect()
+}
+
+fn print_instructions(
+    kubeconfig: &Path,
+    settings: SocketAddr,
+    range: InternalRange,
+) -> std::io::Result<()> {
     let kubeconfig = std::fs::canonicalize(kubeconfig).unwrap_or_else(|_| kubeconfig.to_path_buf());
+    let (dns_ip, new_ip) = (range.host(53), range.host(99));
     say!(
         r#"
 Try it (the operator reacts to every change, and this window shows what it does):
@@ -472,11 +556,12 @@ Try it (the operator reacts to every change, and this window shows what it does)
   kubectl get asl
   kubectl get svc -A
   kubectl describe asl web-to-backend
-  kubectl patch asl web-to-backend --type merge -p '{{"spec":{{"dns":{{"service":{{"staticIP":"10.240.0.99"}}}}}}}}'
+  kubectl patch asl web-to-backend --type merge -p '{{"spec":{{"dns":{{"service":{{"staticIP":"{new_ip}"}}}}}}}}'
   kubectl -n shop label svc payments appservicelink.io/expose=true
   curl http://{settings}/app-services      # the simulated App Services' settings
   kubectl delete asl web-to-backend        # everything is put back
-  kubectl apply -f examples/two-zones.yaml # then two teams, two zones, one DNS Service
+  # then two teams, two zones, one DNS Service (its static IP in the sandbox's range, {range}):
+  sed 's/10.240.0.53/{dns_ip}/' examples/two-zones.yaml | kubectl apply -f -
 
 Press Ctrl-C to stop."#,
         kubeconfig = kubeconfig.display()

@@ -21,6 +21,9 @@ pub mod types {
     pub const COREDNS_OVERRIDE: &str = "CoreDNSOverrideReady";
     /// Duty 4: App Services point at the DNS Service.
     pub const APP_SERVICES: &str = "AppServicesReady";
+    /// Duty 5: every linked Service's name resolves to its internal IP through the DNS Service
+    /// (absent when the check is off).
+    pub const NAMES: &str = "NamesResolve";
     /// kstatus: the operator is still working towards the desired state.
     pub const RECONCILING: &str = "Reconciling";
     /// kstatus: the operator cannot make progress without a human.
@@ -216,7 +219,11 @@ pub fn new_problems(
         let changed = was.is_none_or(|w| w.status != c.status || w.reason != c.reason);
         let stuck =
             c.status == "False" && stalled(new).is_some_and(|(reason, _)| reason == c.reason);
-        if changed && stuck {
+        // Names that resolved and stopped: worth an Event even though it may pass by itself.
+        let stopped_resolving = c.type_ == types::NAMES
+            && c.status == "False"
+            && was.is_some_and(|w| w.status == "True");
+        if changed && (stuck || stopped_resolving) {
             problems.push((c.reason.clone(), c.message.clone()));
         }
     }

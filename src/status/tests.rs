@@ -121,3 +121,35 @@ fn problems_are_reported_once_when_they_appear() {
     );
     assert!(new_problems(Some(&new), &new).is_empty());
 }
+
+#[test]
+fn names_that_stop_resolving_are_reported_once() {
+    let names = |ok: bool| {
+        let mut d = duties(true);
+        d.push(if ok {
+            DutyStatus::ready(types::NAMES, "NamesResolve", "2 name(s) resolve")
+        } else {
+            DutyStatus::waiting(types::NAMES, "NamesDoNotResolve", "api.shop.z: NXDOMAIN")
+        });
+        d
+    };
+    // Not yet resolving on the way to Ready is no news.
+    let first = build(&names(false), Observed::default(), Some(1), None, t(0));
+    assert!(new_problems(None, &first).is_empty());
+    let ok = build(
+        &names(true),
+        Observed::default(),
+        Some(1),
+        Some(&first),
+        t(1),
+    );
+    let broken = build(&names(false), Observed::default(), Some(1), Some(&ok), t(2));
+    assert_eq!(
+        new_problems(Some(&ok), &broken),
+        vec![(
+            "NamesDoNotResolve".to_string(),
+            "api.shop.z: NXDOMAIN".to_string()
+        )]
+    );
+    assert!(new_problems(Some(&broken), &broken).is_empty());
+}

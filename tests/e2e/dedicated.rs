@@ -67,7 +67,8 @@ fn kube_system_writes(h: &Harness) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dedicated_mode_serves_the_zone_from_its_own_coredns_and_writes_nothing_in_kube_system() {
-    let mut h = Harness::cluster().await;
+    // Loopback load balancers: the simulated CoreDNS answers on the dedicated DNS Service's IP.
+    let mut h = Harness::cluster_with_dns().await;
     h.outside_chart_defaults("dedicated mode: chart value dns.mode=dedicated");
     h.with_azure().await;
     h.azure().add_site(site(), before());
@@ -135,6 +136,19 @@ async fn dedicated_mode_serves_the_zone_from_its_own_coredns_and_writes_nothing_
     assert!(h.service("kube-system", "appservicelink-dns").is_none());
     let (_, reason, message) = h.condition("web", "CoreDNSOverrideReady").unwrap();
     assert_eq!(reason, "DedicatedCoreDNSApplied", "{message}");
+    // The names resolve through it, as the operator checked and as dig sees it.
+    let (status, _, message) = h.condition("web", "NamesResolve").unwrap();
+    assert_eq!(status, "True", "{message}");
+    let api = h.service("shop", "api").unwrap()["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for tcp in [false, true] {
+        assert_eq!(
+            crate::names::dig(&ip, "api.shop.mydomain.local", tcp),
+            ("NOERROR".to_string(), vec![api.clone()])
+        );
+    }
 
     // A zone edit rolls the dedicated CoreDNS, once.
     let hash = |h: &Harness| {

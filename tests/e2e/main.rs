@@ -9,6 +9,7 @@ mod dry_run;
 mod faults;
 mod fidelity;
 mod harness;
+mod names;
 mod pinning;
 mod runtime;
 mod sandbox;

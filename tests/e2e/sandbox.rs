@@ -87,10 +87,38 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
     })
     .await;
     let printed = output.lock().unwrap().clone();
-    assert!(
-        printed.contains("api.shop.contoso.internal") && printed.contains("10.240.0.53"),
-        "{printed}"
-    );
+    let dns_ip = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("DNS server for App Services: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the DNS server is printed: {printed}"))
+        .to_string();
+    assert!(dns_ip.starts_with("127."), "on loopback: {dns_ip}");
+    assert!(printed.contains("api.shop.contoso.internal"), "{printed}");
+    // Every printed dig command works as printed, and answers the IP printed for its name.
+    let digs: Vec<&str> = printed
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("dig "))
+        .collect();
+    assert_eq!(digs.len(), 3, "one per linked name: {printed}");
+    for command in digs {
+        let words: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(words[1], format!("@{dns_ip}"), "{command}");
+        let fqdn = words[2];
+        let expected = printed
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(fqdn).map(str::trim))
+            .filter(|ip| ip.starts_with("127."))
+            .unwrap_or_else(|| panic!("{fqdn}'s IP is printed: {printed}"));
+        let out = Command::new(words[0]).args(&words[1..]).output().unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "{command}"
+        );
+    }
     assert!(printed.contains("export KUBECONFIG="), "{printed}");
     let curl = printed
         .lines()
@@ -103,9 +131,7 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
 
     let (ok, table) = kubectl(&kubeconfig, &["get", "asl"]);
     assert!(
-        ok && table.contains("web-to-backend")
-            && table.contains("True")
-            && table.contains("10.240.0.53"),
+        ok && table.contains("web-to-backend") && table.contains("True") && table.contains(&dns_ip),
         "{table}"
     );
     let (ok, services) = kubectl(&kubeconfig, &["get", "svc", "-A"]);
@@ -125,7 +151,7 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
         .unwrap()
         .1
         .clone();
-    assert_eq!(site["appSettings"]["WEBSITE_DNS_SERVER"], "10.240.0.53");
+    assert_eq!(site["appSettings"]["WEBSITE_DNS_SERVER"], dns_ip.as_str());
     assert_eq!(
         site["appSettings"]["FEATURE_FLAGS"], "checkout-v2",
         "other settings intact"
@@ -160,6 +186,21 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
         .1 == "LoadBalancer"
     })
     .await;
+    // The patch exactly as the instructions print it.
+    let patch = printed
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("kubectl patch asl web-to-backend --type merge -p ")
+        })
+        .unwrap()
+        .trim_matches('\'')
+        .to_string();
+    let new_ip: String = serde_json::from_str::<Value>(&patch).unwrap()["spec"]["dns"]["service"]
+        ["staticIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (ok, out) = kubectl(
         &kubeconfig,
         &[
@@ -169,7 +210,7 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
             "--type",
             "merge",
             "-p",
-            r#"{"spec":{"dns":{"service":{"staticIP":"10.240.0.99"}}}}"#,
+            &patch,
         ],
     );
     assert!(ok, "{out}");
@@ -178,7 +219,7 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
         let settings: Value = serde_json::from_str(&http_get(&curl).await).unwrap();
         if settings
             .to_string()
-            .contains("\"WEBSITE_DNS_SERVER\":\"10.240.0.99\"")
+            .contains(&format!("\"WEBSITE_DNS_SERVER\":\"{new_ip}\""))
         {
             moved = true;
             break;
@@ -213,13 +254,48 @@ async fn the_sandbox_runs_the_product_and_kubectl_drives_it() {
         !settings.contains("WEBSITE_DNS_SERVER"),
         "App Service settings restored: {settings}"
     );
+    let api_ip = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("api.shop.contoso.internal"))
+        .unwrap()
+        .trim()
+        .to_string();
     assert!(
-        output
-            .lock()
-            .unwrap()
-            .contains("Service shop/api: LoadBalancer, internal, IP 10.240.0.5 → ClusterIP"),
+        output.lock().unwrap().contains(&format!(
+            "Service shop/api: LoadBalancer, internal, IP {api_ip} → ClusterIP"
+        )),
         "progress shows the restore"
     );
+
+    // Then two teams, two zones, exactly as the instructions print it; their names resolve too.
+    let two_zones = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("sed ") && l.contains("examples/two-zones.yaml"))
+        .unwrap();
+    let applied = Command::new("sh")
+        .args(["-c", two_zones])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("KUBECONFIG", &kubeconfig)
+        .output()
+        .unwrap();
+    assert!(applied.status.success(), "{two_zones}: {applied:?}");
+    wait_for("both teams' links to be Ready", &output, || {
+        ["shop", "partners"].iter().all(|link| {
+            kubectl(
+                &kubeconfig,
+                &[
+                    "get",
+                    "asl",
+                    link,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"NamesResolve\")].status}",
+                ],
+            )
+            .1 == "True"
+        })
+    })
+    .await;
 
     // Ctrl-C stops it cleanly.
     Command::new("kill")
@@ -248,7 +324,7 @@ fn exit_when_ready_prints_the_summary_and_exits_zero() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("Ready in") && stdout.contains("WEBSITE_DNS_SERVER=10.240.0.53"),
+        stdout.contains("Ready in") && stdout.contains("WEBSITE_DNS_SERVER=127."),
         "{stdout}"
     );
 }

@@ -44,6 +44,106 @@ pub struct Options {
     pub provisioning_delay: Duration,
     /// Subnets of the cluster's virtual network that internal load balancers may name.
     pub subnets: Vec<String>,
+    /// Where internal frontends take their IPs from.
+    pub internal: InternalRange,
+}
+
+/// The address range internal load balancers get their IPs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InternalRange {
+    /// The network address.
+    pub network: Ipv4Addr,
+    /// The prefix length.
+    pub prefix: u8,
+    /// Static IPs outside the range are refused, as Azure refuses a private IP outside the subnet.
+    /// Off for the default range, whose tests name static IPs anywhere.
+    pub static_ips_in_range: bool,
+}
+
+impl InternalRange {
+    /// The cluster subnet of an AKS cluster: 10.240.0.0/16.
+    pub const AZURE: InternalRange = InternalRange {
+        network: Ipv4Addr::new(10, 240, 0, 0),
+        prefix: 16,
+        static_ips_in_range: false,
+    };
+
+    /// Whether `ip` is in the range.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        u32::from(ip) & mask == u32::from(self.network) & mask
+    }
+
+    /// The address `host` places after the network address, e.g. `.53`.
+    pub fn host(&self, host: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network).wrapping_add(host))
+    }
+}
+
+/// Where a simulated cluster's internal load balancers take their IPs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum InternalLbs {
+    /// 10.240.0.0/16, as on AKS. Nothing listens on these addresses.
+    #[default]
+    Azure,
+    /// A /24 of loopback addresses of its own (127.0.0.0/8 is all routed to `lo` on Linux), claimed
+    /// for the cluster's lifetime so that parallel clusters, in this process or another, never share
+    /// one; the simulated CoreDNS really listens on the DNS Service's IP there. Binding port 53 needs
+    /// root (or CAP_NET_BIND_SERVICE).
+    Loopback,
+}
+
+/// A loopback range held for one cluster: its `.1` (the gateway address Azure never hands out) is
+/// bound on UDP port 53 until the claim is dropped, so another cluster's claim of it fails.
+#[derive(Debug)]
+pub struct LoopbackClaim {
+    pub range: InternalRange,
+    _socket: std::net::UdpSocket,
+}
+
+/// Claims a free 127.X.Y.0/24 (X from 100 to 254).
+pub fn claim_loopback_range() -> anyhow::Result<LoopbackClaim> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const RANGES: u32 = 155 * 256;
+    // Processes start their search at different places, so they rarely try the same ranges.
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % RANGES,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..2_000 {
+        let i = NEXT.fetch_add(1, Ordering::SeqCst) % RANGES;
+        let network = Ipv4Addr::new(127, 100 + (i / 256) as u8, (i % 256) as u8, 0);
+        let range = InternalRange {
+            network,
+            prefix: 24,
+            static_ips_in_range: true,
+        };
+        match std::net::UdpSocket::bind((range.host(1), 53)) {
+            Ok(socket) => {
+                return Ok(LoopbackClaim {
+                    range,
+                    _socket: socket,
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => anyhow::bail!(
+                "claiming {range} for loopback load balancers needs port 53 on {} (run as root or with CAP_NET_BIND_SERVICE): {e}",
+                range.host(1)
+            ),
+        }
+    }
+    anyhow::bail!("no free 127.X.Y.0/24 range for loopback load balancers")
+}
+
+impl std::fmt::Display for InternalRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
 }
 
 /// A frontend IP pool: internal LBs take addresses from the cluster subnet, public ones from a test range.
@@ -57,8 +157,8 @@ struct Pool {
 }
 
 const INTERNAL: Pool = Pool {
-    network: Ipv4Addr::new(10, 240, 0, 0),
-    prefix: 16,
+    network: InternalRange::AZURE.network,
+    prefix: InternalRange::AZURE.prefix,
     first_host: 4,
     load_balancer: "kubernetes-internal",
 };
@@ -139,12 +239,35 @@ fn is_internal(svc: &Value) -> bool {
     object::annotation(svc, INTERNAL_ANNOTATION) == Some("true")
 }
 
-fn pool(svc: &Value) -> &'static Pool {
+fn pool<'a>(svc: &Value, internal: &'a Pool) -> &'a Pool {
     if is_internal(svc) {
-        &INTERNAL
+        internal
     } else {
         &PUBLIC
     }
+}
+
+/// The internal pool for these options.
+fn internal_pool(opts: &Options) -> Pool {
+    Pool {
+        network: opts.internal.network,
+        prefix: opts.internal.prefix,
+        ..INTERNAL
+    }
+}
+
+/// Azure refuses a static private frontend IP outside the subnet (ARM `PrivateIPAddressNotInSubnet`).
+fn static_ip_error(svc: &Value, opts: &Options) -> Option<String> {
+    let ip = static_ip(svc)?;
+    if !is_internal(svc) || !opts.internal.static_ips_in_range || opts.internal.contains(ip) {
+        return None;
+    }
+    Some(format!(
+        "Error syncing load balancer: failed to ensure load balancer: ensure({}): lb({}) - PrivateIPAddressNotInSubnet: private static IP address {ip} does not belong to the range of subnet prefix {}",
+        service_name(svc),
+        INTERNAL.load_balancer,
+        opts.internal
+    ))
 }
 
 /// The subnet an internal Service names, if any.
@@ -237,7 +360,7 @@ fn port_conflict(svc: &Value, holder: &Value) -> Option<String> {
     };
     Some(format!(
         "Error syncing load balancer: failed to ensure load balancer: checkLoadBalancerResourcesConflicts: service port {port_name} is trying to consume the port {port} which is being referenced by an existing loadBalancing rule {rule} with the same protocol {transport} and frontend IP config with ID /subscriptions/{SUBSCRIPTION}/resourceGroups/{NODE_RESOURCE_GROUP}/providers/Microsoft.Network/loadBalancers/{}/frontendIPConfigurations/{frontend}",
-        pool(holder).load_balancer
+        pool(holder, &INTERNAL).load_balancer
     ))
 }
 
@@ -274,6 +397,7 @@ impl Work {
 /// Decides, from one look at the store, what every Service needs, in the order the Services last
 /// changed. Forgets reported failures that are over.
 fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>) -> Vec<Work> {
+    let internal = internal_pool(opts);
     let state = api.lock();
     let mut services: Vec<&Value> = state.store.list("services", None).collect();
     services.sort_by_key(|s| resource_version(s));
@@ -289,7 +413,7 @@ fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>)
         .iter()
         .map(|s| {
             current_ip(s)
-                .filter(|ip| pool(s).contains(*ip))
+                .filter(|ip| pool(s, &internal).contains(*ip))
                 .filter(|ip| static_ip(s).is_none_or(|wanted| wanted == *ip))
         })
         .collect();
@@ -308,6 +432,8 @@ fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>)
     for (i, svc) in balanced.iter().enumerate() {
         seen.insert(uid(svc).to_string());
         let outcome = if let Some(message) = subnet_error(svc, &opts.subnets) {
+            Err(message)
+        } else if let Some(message) = static_ip_error(svc, opts) {
             Err(message)
         } else if let Some(ip) = kept[i] {
             Ok(ip)
@@ -329,7 +455,7 @@ fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>)
             } else {
                 &mut public_cursor
             };
-            let Some(ip) = pool(svc).next_free(&used, cursor) else {
+            let Some(ip) = pool(svc, &internal).next_free(&used, cursor) else {
                 continue;
             };
             used.insert(ip);

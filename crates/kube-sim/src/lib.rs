@@ -21,7 +21,9 @@
 mod admission;
 mod apiserver;
 pub mod cel_check;
+mod corefile;
 mod discovery;
+mod dns;
 mod error;
 mod faults;
 mod fieldpath;
@@ -61,8 +63,8 @@ pub fn check_crd(crd: &Value) -> Vec<Cause> {
 }
 pub use http::RecordedRequest;
 pub use lb::{
-    DEFAULT_SUBNET, FIELD_MANAGER as LB_FIELD_MANAGER, INTERNAL_ANNOTATION, IPV4_ANNOTATION,
-    SUBNET_ANNOTATION,
+    InternalLbs, InternalRange, DEFAULT_SUBNET, FIELD_MANAGER as LB_FIELD_MANAGER,
+    INTERNAL_ANNOTATION, IPV4_ANNOTATION, SUBNET_ANNOTATION,
 };
 pub use limits::{ETCD_MAX_REQUEST_BYTES, MAX_REQUEST_BODY_BYTES};
 
@@ -94,6 +96,9 @@ pub struct SimOptions {
     /// `service.beta.kubernetes.io/azure-load-balancer-internal-subnet` stays pending, with a Warning
     /// Event. The node subnet [`DEFAULT_SUBNET`] always exists.
     pub subnets: Vec<String>,
+    /// Where internal load balancers take their IPs from. With [`InternalLbs::Loopback`] the cluster
+    /// also runs the simulated CoreDNS on its DNS Services' IPs.
+    pub internal_lbs: InternalLbs,
 }
 
 /// The subnets [`SimOptions::subnets`] has by default: the node subnet, and those the repository's
@@ -113,6 +118,7 @@ impl Default for SimOptions {
             bookmark_interval: Duration::from_secs(60),
             lb_provisioning_delay: Duration::ZERO,
             subnets: default_subnets(),
+            internal_lbs: InternalLbs::Azure,
         }
     }
 }
@@ -127,6 +133,10 @@ pub struct SimCluster {
     shutdown: tokio::sync::watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
     allocator: Option<JoinHandle<()>>,
+    internal_range: InternalRange,
+    /// Holds the loopback range, with [`InternalLbs::Loopback`].
+    _claim: Option<lb::LoopbackClaim>,
+    dns: Option<JoinHandle<()>>,
 }
 
 impl SimCluster {
@@ -160,9 +170,18 @@ impl SimCluster {
                 tracing::error!(error = %e, "kube-sim server failed");
             }
         });
+        let claim = match opts.internal_lbs {
+            InternalLbs::Azure => None,
+            InternalLbs::Loopback => Some(lb::claim_loopback_range()?),
+        };
+        let internal_range = claim.as_ref().map_or(InternalRange::AZURE, |c| c.range);
+        let dns = claim
+            .is_some()
+            .then(|| tokio::spawn(dns::run(api.clone(), internal_range, shutdown_rx.clone())));
         let lb_options = lb::Options {
             provisioning_delay: opts.lb_provisioning_delay,
             subnets: opts.subnets.clone(),
+            internal: internal_range,
         };
         let allocator = opts
             .lb_allocator
@@ -176,7 +195,21 @@ impl SimCluster {
             shutdown,
             server: Some(server),
             allocator,
+            internal_range,
+            _claim: claim,
+            dns,
         })
+    }
+
+    /// Where internal load balancers take their IPs from: 10.240.0.0/16, or with
+    /// [`InternalLbs::Loopback`] this cluster's own 127.X.Y.0/24.
+    pub fn internal_range(&self) -> InternalRange {
+        self.internal_range
+    }
+
+    /// Whether the simulated CoreDNS answers on the DNS Services' IPs ([`InternalLbs::Loopback`]).
+    pub fn serves_dns(&self) -> bool {
+        self.dns.is_some()
     }
 
     /// `http://127.0.0.1:PORT`
@@ -349,6 +382,9 @@ impl SimCluster {
         if let Some(allocator) = self.allocator.take() {
             let _ = allocator.await;
         }
+        if let Some(dns) = self.dns.take() {
+            let _ = dns.await;
+        }
         if let Some(server) = self.server.take() {
             let abort = server.abort_handle();
             if tokio::time::timeout(Duration::from_secs(5), server)
@@ -364,7 +400,7 @@ impl SimCluster {
 impl Drop for SimCluster {
     fn drop(&mut self) {
         let _ = self.shutdown.send(true);
-        for task in [self.server.take(), self.allocator.take()]
+        for task in [self.server.take(), self.allocator.take(), self.dns.take()]
             .into_iter()
             .flatten()
         {
