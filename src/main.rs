@@ -98,6 +98,11 @@ struct RunArgs {
     /// Seconds between full reconciles of every link, which repair drift.
     #[arg(long, env = "APPSERVICELINK_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     resync_seconds: u64,
+    /// Seconds a Kubernetes request may go without a byte of answer before it fails (and its
+    /// reconcile is retried). Keep it above 290: kube-runtime's watches last that long, and a quiet
+    /// watch cut by it is only re-opened.
+    #[arg(long, env = "APPSERVICELINK_KUBE_READ_TIMEOUT_SECONDS", default_value_t = 295, value_parser = clap::value_parser!(u64).range(1..))]
+    kube_read_timeout_seconds: u64,
     /// Reverts of a conversion by another field manager count towards the limit of 3 re-applies only
     /// within this many seconds of the previous revert: a GitOps tool fighting the operator is
     /// stopped at once, `helm upgrade`s days apart are not.
@@ -197,7 +202,9 @@ async fn main() -> anyhow::Result<()> {
             // kube's rustls and reqwest's may both be compiled in; one provider for the process avoids
             // rustls refusing to choose (DESIGN.md, "Rust toolchain facts").
             let _ = rustls::crypto::ring::default_provider().install_default();
-            let client = kube::Client::try_default().await?;
+            let client = kube::Client::try_from(
+                kube_config(Duration::from_secs(args.kube_read_timeout_seconds)).await?,
+            )?;
             let config = Config {
                 coredns_deployment: args.coredns_deployment,
                 dedicated_dns: match args.dns_mode {
@@ -309,4 +316,14 @@ fn parse_cluster_domain(value: &str) -> Result<String, String> {
             "{value:?} is not a cluster domain: a lower-case DNS name of at least two labels, such as cluster.local"
         ))
     }
+}
+
+/// The kubeconfig or in-cluster config, with a read timeout counted from each request sent. kube's
+/// client has none by default, so a request the apiserver never answers would hold its reconcile
+/// forever.
+async fn kube_config(read_timeout: Duration) -> anyhow::Result<kube::Config> {
+    let mut config = kube::Config::infer().await?;
+    config.read_timeout = Some(read_timeout);
+    config.reset_reader_on_write = true;
+    Ok(config)
 }

@@ -322,7 +322,7 @@ fn no_values_combination_renders_a_secret_or_a_literal_credential() {
 #[test]
 fn every_controller_setting_reaches_its_flag() {
     let objects = render(json!({
-        "controller": {"corednsDeployment": "coredns-custom-dns", "restartCoredns": false, "clusterDomain": "corp.internal", "checkNames": false, "resyncSeconds": 60, "revertWindowSeconds": 120, "appServiceWriteWindowSeconds": 5},
+        "controller": {"corednsDeployment": "coredns-custom-dns", "restartCoredns": false, "clusterDomain": "corp.internal", "checkNames": false, "resyncSeconds": 60, "kubeReadTimeoutSeconds": 600, "revertWindowSeconds": 120, "appServiceWriteWindowSeconds": 5},
         "logging": {"format": "text", "level": "info,appservicelink=debug"},
         "azure": {"armEndpoint": "https://management.chinacloudapi.cn",
                   "authorityHost": "https://login.chinacloudapi.cn/", "armTimeoutSeconds": 10,
@@ -337,6 +337,7 @@ fn every_controller_setting_reaches_its_flag() {
         ("--cluster-domain", "corp.internal"),
         ("--check-names", "false"),
         ("--resync-seconds", "60"),
+        ("--kube-read-timeout-seconds", "600"),
         ("--revert-window-seconds", "120"),
         ("--app-service-write-window-seconds", "5"),
         ("--log-format", "text"),

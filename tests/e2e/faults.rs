@@ -544,6 +544,32 @@ async fn apiserver_timeouts(mut h: Harness) -> Outcome {
     outcome
 }
 
+/// The apiserver never answering the operator's first two writes (a hung connection, an apiserver
+/// stuck behind a dead etcd): each fails after --kube-read-timeout-seconds, 3 s here, and the
+/// reconcile is retried. Without a read timeout the reconcile would wait forever.
+async fn apiserver_hangs(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.operator_args(&["--kube-read-timeout-seconds", "3"]);
+    h.start_operator();
+    watches_open(&h).await;
+    h.sim.inject(operator(
+        ApiFault::new("", ApiFaultKind::Hang).writes().times(2),
+    ));
+    h.apply(&link());
+    h.wait_ready("web").await;
+    let hung = h
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.status == 0 && r.is_write())
+        .count();
+    outcome.check("two writes were never answered", hung == 2);
+    outcome.check("converged after the hung writes", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
 /// The token endpoint down (503s) while the link is created, for five refused requests (about 6 s of
 /// the credential's own retries), then back.
 async fn token_endpoint_down(mut h: Harness) -> Outcome {
@@ -634,7 +660,7 @@ async fn the_fault_suite() {
     type Row = fn(Harness) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
     // FAULT_ROW=<part of a name> runs only the matching rows.
     let only = std::env::var("FAULT_ROW").ok();
-    let rows: [(&str, Row); 15] = [
+    let rows: [(&str, Row); 16] = [
         (
             "killed after the restore record, before the ARM write",
             |h| Box::pin(killed_after_the_record(h)),
@@ -674,6 +700,10 @@ async fn the_fault_suite() {
         (
             "apiserver timeouts (504 after 2 s) on lists, watches and writes",
             |h| Box::pin(apiserver_timeouts(h)),
+        ),
+        (
+            "apiserver never answers two writes (cut by the read timeout)",
+            |h| Box::pin(apiserver_hangs(h)),
         ),
         ("token endpoint down (503s), then back", |h| {
             Box::pin(token_endpoint_down(h))
