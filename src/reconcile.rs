@@ -449,17 +449,31 @@ async fn write_status(
         "kind": "AppServiceLink",
         "status": new,
     });
-    api.patch_status(
-        &link.name_any(),
-        &ctx.apply_params(STATUS_FIELD_MANAGER),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| {
-        Error::Status(KubeError::new(
+    if let Err(e) = api
+        .patch_status(
+            &link.name_any(),
+            &ctx.apply_params(STATUS_FIELD_MANAGER),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        let err = Error::Status(KubeError::new(
             format!("writing status of AppServiceLink {}", link.name_any()),
             e,
-        ))
-    })?;
+        ));
+        // Status cannot say it, so an Event does: what was done stays done, and what to restore
+        // is kept in the link's annotation, not only in status.
+        ctx.event(
+            link,
+            EventType::Warning,
+            "StatusWriteFailed",
+            format!(
+                "{err}; {}; the status shown is stale until it can be written",
+                err.advice()
+            ),
+        )
+        .await;
+        return Err(err);
+    }
     Ok(())
 }

@@ -570,6 +570,56 @@ async fn apiserver_hangs(mut h: Harness) -> Outcome {
     outcome
 }
 
+/// The link's status refused for its size, as etcd refuses an object over 1.5 MiB (`etcdserver:
+/// request is too large`), while the link is created: everything else is done, once, a Warning
+/// Event says the status is stale, and the status follows once it can be written.
+async fn status_too_large(mut h: Harness) -> Outcome {
+    let mut outcome = Outcome::default();
+    h.start_operator();
+    watches_open(&h).await;
+    h.sim.inject(operator(
+        ApiFault::new("/appservicelinks/web/status", ApiFaultKind::EtcdTooLarge)
+            .writes()
+            .until_cleared(),
+    ));
+    h.apply(&link());
+    h.eventually("the App Service pointed at the DNS Service", |h| {
+        (settings(h).get("WEBSITE_DNS_SERVER").map(String::as_str) == Some(DNS_IP)).then_some(())
+    })
+    .await;
+    h.eventually("a StatusWriteFailed Warning naming etcd's answer", |h| {
+        h.sim
+            .list("events.k8s.io/v1", "Event")
+            .iter()
+            .any(|e| {
+                e["reason"] == "StatusWriteFailed"
+                    && e["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("request is too large"))
+            })
+            .then_some(())
+    })
+    .await;
+    outcome.check(
+        "the status writes were refused",
+        h.sim
+            .requests()
+            .iter()
+            .any(|r| r.status == 500 && r.path.ends_with("/status")),
+    );
+    outcome.check(
+        "the status said nothing meanwhile",
+        h.link("web")
+            .is_some_and(|l| l["status"]["conditions"].is_null()),
+    );
+    h.sim.clear_faults();
+    h.wait_ready("web").await;
+    outcome.check("converged once the status could be written", converged(&h));
+    outcome.duplicate_writes = arm_writes(&h).saturating_sub(1);
+    delete_and_check_restored(&h, &mut outcome).await;
+    outcome
+}
+
 /// The token endpoint down (503s) while the link is created, for five refused requests (about 6 s of
 /// the credential's own retries), then back.
 async fn token_endpoint_down(mut h: Harness) -> Outcome {
@@ -660,7 +710,7 @@ async fn the_fault_suite() {
     type Row = fn(Harness) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
     // FAULT_ROW=<part of a name> runs only the matching rows.
     let only = std::env::var("FAULT_ROW").ok();
-    let rows: [(&str, Row); 16] = [
+    let rows: [(&str, Row); 17] = [
         (
             "killed after the restore record, before the ARM write",
             |h| Box::pin(killed_after_the_record(h)),
@@ -704,6 +754,10 @@ async fn the_fault_suite() {
         (
             "apiserver never answers two writes (cut by the read timeout)",
             |h| Box::pin(apiserver_hangs(h)),
+        ),
+        (
+            "status write refused for its size (etcd: request is too large)",
+            |h| Box::pin(status_too_large(h)),
         ),
         ("token endpoint down (503s), then back", |h| {
             Box::pin(token_endpoint_down(h))

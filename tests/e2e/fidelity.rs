@@ -534,3 +534,77 @@ async fn a_cloud_controller_that_provisions_one_service_at_a_time_still_converge
         assert_eq!(writes.len(), expected, "{path}: {writes:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_403_on_the_coredns_deployment_stops_only_the_roll() {
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    let site = azure_sim::SiteId {
+        subscription_id: "6f1c2b3a-0000-4000-8000-000000000005".into(),
+        resource_group: "rg-web".into(),
+        name: "contoso-web".into(),
+        slot: None,
+    };
+    h.azure().add_site(site.clone(), Default::default());
+    h.start_operator();
+    // The platform's policy: nobody but AKS changes the cluster's CoreDNS.
+    h.apply(
+        r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: coredns-is-managed
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["apps"]
+      apiVersions: ["v1"]
+      operations: ["UPDATE"]
+      resources: ["deployments"]
+  validations:
+  - expression: "object.metadata.name != 'coredns'"
+    message: "kube-system/coredns is managed by AKS"
+    reason: Forbidden
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: coredns-is-managed
+spec:
+  policyName: coredns-is-managed
+  validationActions: [Deny]
+"#,
+    );
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&format!(
+        "{}  appServices:\n    targets:\n    - {{subscriptionId: {}, resourceGroup: rg-web, name: contoso-web}}\n",
+        link("ilb-subnet"),
+        site.subscription_id
+    ));
+    let (status, _, message) = h
+        .eventually("CoreDNSOverrideReady says the roll was refused", |h| {
+            h.condition("web", "CoreDNSOverrideReady")
+                .filter(|c| c.1 == "CoreDNSRestartFailed")
+        })
+        .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("kube-system/coredns is managed by AKS"),
+        "{message}"
+    );
+    assert_eq!(h.condition("web", "Stalled").unwrap().0, "True");
+    // Everything that does not depend on the roll is done.
+    for duty in ["ServicesReady", "DnsServiceReady", "AppServicesReady"] {
+        let (status, reason, message) = h
+            .eventually(duty, |h| h.condition("web", duty).filter(|c| c.0 == "True"))
+            .await;
+        assert_eq!(status, "True", "{duty}: {reason}: {message}");
+    }
+    assert_eq!(
+        h.azure().app_settings(&site).unwrap()["WEBSITE_DNS_SERVER"],
+        "10.240.0.53"
+    );
+    assert!(h.coredns_custom()["data"]["appservicelink.override"]
+        .as_str()
+        .is_some_and(|o| o.contains("mydomain.local")));
+    assert!(not_ready(&h));
+}

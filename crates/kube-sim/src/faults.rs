@@ -25,6 +25,11 @@ pub enum FaultKind {
     /// The request is never answered: the connection stays open until the client gives up (a dead peer,
     /// a stuck proxy). It is recorded at once with status 0.
     Hang,
+    /// 500 with etcd's `etcdserver: request is too large` and no reason, as a write is answered when
+    /// the object it would store is over etcd's `--max-request-bytes` (1.5 MiB): what a status grown
+    /// too big gets. Nothing is written. (kube-sim refuses such objects by their size too; this
+    /// refuses a small one, so a test need not build 1.5 MiB.)
+    EtcdTooLarge,
     /// 410 `Expired` at once, as a request from a compacted resourceVersion is answered when it does not
     /// go through the watch cache: `too old resource version: <requested> (<current>)`. (A watch the
     /// watch cache serves gets 200 and an `ERROR` event instead: see `SimCluster::compact`.)

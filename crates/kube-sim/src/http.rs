@@ -244,6 +244,9 @@ fn fault_response(kind: &FaultKind, params: &HashMap<String, String>, api: &ApiS
                 api.current_rv()
             )))
         }
+        FaultKind::EtcdTooLarge => error_response(&ApiError::Storage(
+            "etcdserver: request is too large".into(),
+        )),
         FaultKind::Hang => error_response(&ApiError::ServiceUnavailable {
             message: "the server is shutting down".into(),
             retry_after_secs: None,

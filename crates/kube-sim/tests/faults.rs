@@ -92,6 +92,27 @@ async fn error_faults_answer_as_the_apiserver_does() {
 }
 
 #[tokio::test]
+async fn a_write_over_etcds_limit_is_answered_as_etcd_refuses_it() {
+    let sim = start().await;
+    sim.inject(Fault::new(CMS, FaultKind::EtcdTooLarge).writes());
+    let reply = post(&sim, CMS, &cm("big")).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.body["message"], "etcdserver: request is too large");
+    // Passed on from storage as it is: no reason, as the real apiserver answers.
+    assert!(
+        reply.body["reason"].as_str().unwrap_or_default().is_empty(),
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        get(&sim, &format!("{CMS}/big")).await.status,
+        404,
+        "nothing is written"
+    );
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn faults_spare_other_user_agents_and_stop_when_cleared() {
     let sim = start().await;
     sim.inject(
