@@ -713,24 +713,9 @@ async fn release(
     let Some(patch) = restore_patch(svc) else {
         // Nothing to put back: the link lets go of the Service as it is (its own annotation goes),
         // so that the next reconcile neither tries again nor repeats the Event.
-        let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
         let let_go = json!({"metadata": {"annotations": {ANNOTATION_LINK: null}}});
-        match api
-            .patch(
-                &name,
-                &ctx.update_params(FIELD_MANAGER),
-                &Patch::Merge(&let_go),
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(err) if is_not_found(&err) => return Ok(()),
-            Err(err) => {
-                return Err(Error::Restore(KubeError::new(
-                    format!("letting go of Service {namespace}/{name}"),
-                    err,
-                )))
-            }
+        if !merge_patch(ctx, svc, &let_go, "letting go of").await? {
+            return Ok(());
         }
         if PreviousState::recorded_on(svc).is_some() {
             ctx.event(link, EventType::Warning, "RestoreRefused", format!(
@@ -743,28 +728,40 @@ async fn release(
         }
         return Ok(());
     };
+    if merge_patch(ctx, svc, &patch, "restoring").await? {
+        changes.restored.push((
+            format!("{namespace}/{name}"),
+            format!(
+                " to type {}",
+                patch["spec"]["type"].as_str().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Merge-patches `svc` as the operator's field manager. `false` when it was deleted meanwhile;
+/// `doing` names the write in the error ("restoring", "letting go of").
+async fn merge_patch(
+    ctx: &Context,
+    svc: &Service,
+    patch: &Value,
+    doing: &str,
+) -> Result<bool, Error> {
+    let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
     let api = Api::<Service>::namespaced(ctx.client.clone(), &namespace);
     match api
         .patch(
             &name,
             &ctx.update_params(FIELD_MANAGER),
-            &Patch::Merge(&patch),
+            &Patch::Merge(patch),
         )
         .await
     {
-        Ok(_) => {
-            changes.restored.push((
-                format!("{namespace}/{name}"),
-                format!(
-                    " to type {}",
-                    patch["spec"]["type"].as_str().unwrap_or_default()
-                ),
-            ));
-            Ok(())
-        }
-        Err(err) if is_not_found(&err) => Ok(()),
+        Ok(_) => Ok(true),
+        Err(err) if is_not_found(&err) => Ok(false),
         Err(err) => Err(Error::Restore(KubeError::new(
-            format!("restoring Service {namespace}/{name}"),
+            format!("{doing} Service {namespace}/{name}"),
             err,
         ))),
     }
