@@ -316,6 +316,24 @@ pub enum DeletionPolicy {
     Retain,
 }
 
+/// How many of the selected Services are in each state.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCounts {
+    /// Internal load balancers with an IP.
+    pub linked: i32,
+    /// Converted, waiting for the IP.
+    pub pending: i32,
+    /// Left alone (see their entries).
+    pub skipped: i32,
+    /// Held by another link or field manager.
+    pub conflict: i32,
+    /// Refused by the apiserver.
+    pub failed: i32,
+    /// Selected Services `services` does not list (linked ones, listed last, past the cap).
+    pub omitted: i32,
+}
+
 /// Observed state of an `AppServiceLink`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -338,9 +356,15 @@ pub struct AppServiceLinkStatus {
     /// Number of Services currently exposed by this link.
     #[serde(default)]
     pub linked_service_count: i32,
-    /// Every Service the link selects, with its state.
+    /// The Services the link selects, with their state: problems first (refused, in conflict,
+    /// skipped, pending, names that do not resolve, conversions reverted), then the linked ones, at
+    /// most 200 in all so that the status stays far under etcd's size limit. `serviceCounts` counts
+    /// every one of them.
     #[serde(default)]
     pub services: Vec<LinkedServiceStatus>,
+    /// How many selected Services are in each state, and how many `services` leaves out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_counts: Option<ServiceCounts>,
     /// Every App Service the link points at the DNS Service, with its sync state. Entries of targets
     /// removed from the spec stay until their previous settings are restored.
     #[serde(default)]

@@ -7,7 +7,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-use crate::crd::{AppServiceLinkStatus, AppServiceStatus, LinkedServiceState, LinkedServiceStatus};
+use crate::crd::{
+    AppServiceLinkStatus, AppServiceStatus, LinkedServiceState, LinkedServiceStatus, ServiceCounts,
+};
 
 /// Condition types, one per duty.
 pub mod types {
@@ -185,18 +187,51 @@ pub fn build(
     let existing_conditions = existing
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
+    let (services, service_counts) = bounded(observed.services);
     AppServiceLinkStatus {
         observed_generation: generation,
         conditions: conditions(duties, generation, existing_conditions, now),
         dns_server_ip: observed.dns_server_ip,
-        linked_service_count: observed
-            .services
-            .iter()
-            .filter(|s| s.state == LinkedServiceState::Linked)
-            .count() as i32,
-        services: observed.services,
+        linked_service_count: service_counts.linked,
+        services,
+        service_counts: Some(service_counts),
         app_services: observed.app_services,
     }
+}
+
+/// At most this many entries in `status.services`: at about 300 bytes each, far under etcd's 1.5 MiB
+/// request limit whatever the link selects.
+pub const MAX_SERVICE_ENTRIES: usize = 200;
+
+/// The entries to list, problems first and at most [`MAX_SERVICE_ENTRIES`], and the counts of all.
+/// Within each rank the order stays as given (by namespace and name).
+pub fn bounded(
+    mut services: Vec<LinkedServiceStatus>,
+) -> (Vec<LinkedServiceStatus>, ServiceCounts) {
+    let count = |state| services.iter().filter(|s| s.state == state).count() as i32;
+    let mut counts = ServiceCounts {
+        linked: count(LinkedServiceState::Linked),
+        pending: count(LinkedServiceState::Pending),
+        skipped: count(LinkedServiceState::Skipped),
+        conflict: count(LinkedServiceState::Conflict),
+        failed: count(LinkedServiceState::Failed),
+        omitted: 0,
+    };
+    // Entries that carry something to act on, or a count to keep (reverts decay from the entry).
+    let rank = |s: &LinkedServiceStatus| match s.state {
+        LinkedServiceState::Failed => 0,
+        LinkedServiceState::Conflict => 1,
+        LinkedServiceState::Skipped => 2,
+        LinkedServiceState::Pending => 3,
+        LinkedServiceState::Linked if s.name_resolves == Some(false) || s.reverts > 0 => 4,
+        LinkedServiceState::Linked => 5,
+    };
+    services.sort_by_key(rank);
+    if services.len() > MAX_SERVICE_ENTRIES {
+        counts.omitted = (services.len() - MAX_SERVICE_ENTRIES) as i32;
+        services.truncate(MAX_SERVICE_ENTRIES);
+    }
+    (services, counts)
 }
 
 /// Conditions and per-Service states that newly need a human, as (reason, message): each becomes a

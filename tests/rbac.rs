@@ -384,6 +384,8 @@ async fn exercise(objects: &[Value]) -> (Vec<Request>, bool) {
     // The operator creates coredns-custom itself when it is missing (k3s, fresh clusters).
     h.kubectl_ok(&["-n", "kube-system", "delete", "configmap", "coredns-custom"]);
     let dns_namespace = if dedicated {
+        // Checked here against the chart rendered for dedicated mode, not against the defaults.
+        h.outside_chart_defaults("dedicated DNS mode: chart value dns.mode=dedicated");
         chart::NAMESPACE
     } else {
         "kube-system"

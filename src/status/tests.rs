@@ -153,3 +153,40 @@ fn names_that_stop_resolving_are_reported_once() {
     );
     assert!(new_problems(Some(&broken), &broken).is_empty());
 }
+
+#[test]
+fn a_thousand_services_list_the_problems_first_and_count_them_all() {
+    let entry = |i: usize, state| LinkedServiceStatus {
+        namespace: "shop".into(),
+        name: format!("svc-{i:04}"),
+        state,
+        internal_ip: Some(format!("10.240.{}.{}", i / 250, i % 250 + 1)),
+        fqdn: format!("svc-{i:04}.shop.mydomain.local"),
+        ..Default::default()
+    };
+    let mut services: Vec<LinkedServiceStatus> = (0..1000)
+        .map(|i| entry(i, LinkedServiceState::Linked))
+        .collect();
+    services[500].state = LinkedServiceState::Failed;
+    services[500].message = Some("admission webhook denied the request".into());
+    services[700].state = LinkedServiceState::Pending;
+    services[900].reverts = 2;
+    let (listed, counts) = bounded(services);
+    assert_eq!(listed.len(), MAX_SERVICE_ENTRIES);
+    assert_eq!(
+        counts,
+        ServiceCounts {
+            linked: 998,
+            pending: 1,
+            skipped: 0,
+            conflict: 0,
+            failed: 1,
+            omitted: 800,
+        }
+    );
+    let names: Vec<&str> = listed.iter().take(4).map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["svc-0500", "svc-0700", "svc-0900", "svc-0000"]);
+    // Far under etcd's 1.5 MiB, whatever the link selects.
+    let size = serde_json::to_vec(&listed).unwrap().len();
+    assert!(size < 100 * 1024, "{size} bytes");
+}
