@@ -226,8 +226,82 @@ pub fn assess(
             }
         }
     }
+    if let Some(d) = blocks
+        .iter()
+        .flat_map(|b| &b.directives)
+        .find(|d| !KNOWN_PLUGINS.contains(&d.name.as_str()))
+    {
+        return Assessment::Broken(format!(
+            "{} line {}: unknown directive '{}', and CoreDNS does not start with a directive it does not know",
+            describe(&d.file),
+            d.line,
+            d.name
+        ));
+    }
     Assessment::Loads
 }
+
+/// Every directive a CoreDNS release compiles in (the union of coredns/coredns's plugin.cfg from
+/// v1.8 to v1.12, so that a plugin of any release AKS ships passes): anything else stops CoreDNS
+/// ("Unknown directive").
+pub const KNOWN_PLUGINS: &[&str] = &[
+    "metadata",
+    "geoip",
+    "cancel",
+    "tls",
+    "quic",
+    "timeouts",
+    "multisocket",
+    "reload",
+    "nsid",
+    "bufsize",
+    "root",
+    "bind",
+    "debug",
+    "trace",
+    "ready",
+    "health",
+    "pprof",
+    "prometheus",
+    "errors",
+    "log",
+    "dnstap",
+    "local",
+    "dns64",
+    "acl",
+    "any",
+    "chaos",
+    "loadbalance",
+    "tsig",
+    "cache",
+    "rewrite",
+    "header",
+    "dnssec",
+    "autopath",
+    "minimal",
+    "template",
+    "transfer",
+    "hosts",
+    "route53",
+    "azure",
+    "clouddns",
+    "federation",
+    "k8s_external",
+    "kubernetes",
+    "file",
+    "auto",
+    "secondary",
+    "etcd",
+    "loop",
+    "forward",
+    "grpc",
+    "erratic",
+    "whoami",
+    "on",
+    "sign",
+    "view",
+    "nomad",
+];
 
 /// Plugins whose setup reads every occurrence in a server block, each one a rule of its own
 /// (coredns/coredns plugin/{log,rewrite,template}/setup.go loop over `c.Next()` appending rules);

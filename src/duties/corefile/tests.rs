@@ -73,9 +73,12 @@ fn zones_that_could_break_the_corefile_cannot_be_made() {
 fn our_override_beside_the_aks_corefile_and_harmless_keys_loads() {
     let keys = data(&[
         ("log.override", "log\n"),
-        ("comment.override", "# k8s_external was here\nerrors_x\n"),
+        ("comment.override", "# k8s_external was here\nminimal\n"),
         ("block.server", "x.local:53 {\n k8s_external x.local\n}\n"),
-        ("similar.override", "k8s_externally\n"),
+        (
+            "similar.override",
+            "hosts {\n  10.0.0.9 k8s_external.corp\n  fallthrough\n}\n",
+        ),
         ("notes.txt", "k8s_external {\n"),
     ]);
     for corefile in [Some(AKS), None] {
@@ -224,4 +227,24 @@ fn coredns_rolls_only_when_the_content_changes() {
         restart_patch(&hash_a)["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION],
         json!(hash_a)
     );
+}
+
+#[test]
+fn a_directive_coredns_does_not_know_is_refused_naming_the_key() {
+    for text in ["k8s_externa corp.local\n", "k8s_external{ corp.local\n"] {
+        let keys = data(&[("typo.override", text)]);
+        let Assessment::Broken(why) = assess(Some(AKS), &keys, Some(OURS)) else {
+            panic!("{text:?} loads");
+        };
+        assert!(
+            why.starts_with("key typo.override line 1: unknown directive"),
+            "{why}"
+        );
+    }
+    // Plugins of any release AKS ships pass, in the Corefile and in the keys.
+    let keys = data(&[(
+        "extra.override",
+        "header {\n  response set ra\n}\nminimal\n",
+    )]);
+    assert_eq!(assess(Some(AKS), &keys, Some(OURS)), Assessment::Loads);
 }
