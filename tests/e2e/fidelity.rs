@@ -608,3 +608,79 @@ spec:
         .is_some_and(|o| o.contains("mydomain.local")));
     assert!(not_ready(&h));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_port_range_fails_only_the_service_it_cannot_fit() {
+    // Five node ports: the public storefront holds one, the DNS Service takes two (53/UDP and
+    // 53/TCP), api and orders one each.
+    let mut h = Harness::cluster_with(SimOptions {
+        node_ports: 30000..=30004,
+        ..SimOptions::default()
+    })
+    .await;
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: cart, namespace: shop}
+spec:
+  selector: {app: cart}
+  ports: [{name: http, port: 80}, {name: https, port: 443}]
+"#,
+    );
+    h.apply(&link("ilb-subnet"));
+    h.wait_ready("web").await;
+    let before = h.service("shop", "cart").unwrap();
+    h.kubectl_ok(&[
+        "-n",
+        "shop",
+        "label",
+        "service",
+        "cart",
+        "appservicelink.io/expose=true",
+    ]);
+    let entry = h
+        .eventually("cart refused in status.services", |h| {
+            h.link("web")?["status"]["services"]
+                .as_array()?
+                .iter()
+                .find(|e| e["name"] == "cart" && e["state"] == "Failed")
+                .cloned()
+        })
+        .await;
+    assert!(
+        entry["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("failed to allocate a nodePort: range is full")),
+        "{entry}"
+    );
+    let (status, reason, message) = h.condition("web", "ServicesReady").unwrap();
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ServiceConversionFailed")
+    );
+    assert!(message.contains("shop/cart"), "{message}");
+    h.eventually("a Warning Event naming cart", |h| {
+        h.sim
+            .list("events.k8s.io/v1", "Event")
+            .iter()
+            .any(|e| {
+                e["type"] == "Warning"
+                    && e["note"]
+                        .as_str()
+                        .is_some_and(|n| n.contains("shop/cart") && n.contains("range is full"))
+            })
+            .then_some(())
+    })
+    .await;
+    // cart is as it was; the others stay linked.
+    let cart = h.service("shop", "cart").unwrap();
+    assert_eq!(cart["spec"], before["spec"]);
+    for name in ["api", "orders"] {
+        assert!(
+            ingress_ip(&h.service("shop", name).unwrap()).is_some(),
+            "{name}"
+        );
+    }
+}

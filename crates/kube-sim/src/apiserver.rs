@@ -123,13 +123,16 @@ pub struct ApiServer {
 pub struct State {
     pub registry: Registry,
     pub store: Store,
+    /// `--service-node-port-range`.
+    pub node_ports: std::ops::RangeInclusive<u64>,
 }
 
 impl ApiServer {
-    pub fn new(history_limit: usize) -> Arc<Self> {
+    pub fn new(history_limit: usize, node_ports: std::ops::RangeInclusive<u64>) -> Arc<Self> {
         let mut state = State {
             registry: Registry::with_builtins(),
             store: Store::new(history_limit),
+            node_ports,
         };
         for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let target = state
@@ -622,6 +625,15 @@ impl State {
                 ));
             }
         }
+        if let Some(full) = causes
+            .iter()
+            .find(|c| c.reason == service::ALLOCATION_FAILED)
+        {
+            return Err(ApiError::Internal(format!(
+                "Internal error occurred: {}",
+                full.message
+            )));
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, name, causes));
         }
@@ -714,7 +726,7 @@ impl State {
                     (object::namespace(s).unwrap_or_default(), object::name(s))
                         != (me.0.as_str(), me.1.as_str())
                 });
-                let allocated = service::Allocated::from_services(others);
+                let allocated = service::Allocated::from_services(others, self.node_ports.clone());
                 service::prepare(obj, live, allocated)
                     .err()
                     .unwrap_or_default()

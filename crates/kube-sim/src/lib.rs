@@ -99,6 +99,9 @@ pub struct SimOptions {
     /// Where internal load balancers take their IPs from. With [`InternalLbs::Loopback`] the cluster
     /// also runs the simulated CoreDNS on its DNS Services' IPs.
     pub internal_lbs: InternalLbs,
+    /// The apiserver's `--service-node-port-range` (default 30000-32767). Every port of a
+    /// LoadBalancer Service takes one; past the range the apiserver refuses with a 500.
+    pub node_ports: std::ops::RangeInclusive<u64>,
 }
 
 /// The subnets [`SimOptions::subnets`] has by default: the node subnet, and those the repository's
@@ -119,6 +122,7 @@ impl Default for SimOptions {
             lb_provisioning_delay: Duration::ZERO,
             subnets: default_subnets(),
             internal_lbs: InternalLbs::Azure,
+            node_ports: service::DEFAULT_NODE_PORTS,
         }
     }
 }
@@ -146,7 +150,7 @@ impl SimCluster {
             .await
             .with_context(|| format!("binding {}", opts.bind))?;
         let addr = listener.local_addr()?;
-        let api = ApiServer::new(opts.watch_history.max(1));
+        let api = ApiServer::new(opts.watch_history.max(1), opts.node_ports.clone());
         let log = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(faults::Faults::default()));
         let watches = Arc::new(watch::Watches::default());

@@ -8,7 +8,12 @@ use std::net::Ipv4Addr;
 
 const CLUSTER_IP_BASE: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 0);
 const CLUSTER_IP_RANGE: u32 = 1 << 16;
-const NODE_PORTS: std::ops::RangeInclusive<u64> = 30000..=32767;
+/// The apiserver's default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORTS: std::ops::RangeInclusive<u64> = 30000..=32767;
+/// Marks the cause of an allocation from a full range: the apiserver answers it with a 500
+/// InternalError, not a 422 (pkg/registry/core/service/storage/alloc.go: `NewInternalError(
+/// "failed to allocate a nodePort: range is full")`).
+pub const ALLOCATION_FAILED: &str = "AllocationFailed";
 
 fn spec(svc: &Value) -> &Value {
     &svc["spec"]
@@ -98,15 +103,33 @@ pub fn apply_defaults(svc: &mut Value) {
 }
 
 /// What other Services already hold, for allocation and "already allocated" checks.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Allocated {
     pub cluster_ips: HashSet<String>,
     pub node_ports: HashSet<u64>,
+    /// `--service-node-port-range`.
+    pub node_port_range: std::ops::RangeInclusive<u64>,
+}
+
+impl Default for Allocated {
+    fn default() -> Self {
+        Allocated {
+            cluster_ips: HashSet::new(),
+            node_ports: HashSet::new(),
+            node_port_range: DEFAULT_NODE_PORTS,
+        }
+    }
 }
 
 impl Allocated {
-    pub fn from_services<'a>(services: impl Iterator<Item = &'a Value>) -> Self {
-        let mut out = Allocated::default();
+    pub fn from_services<'a>(
+        services: impl Iterator<Item = &'a Value>,
+        node_port_range: std::ops::RangeInclusive<u64>,
+    ) -> Self {
+        let mut out = Allocated {
+            node_port_range,
+            ..Allocated::default()
+        };
         for svc in services {
             if let Some(ip) = spec(svc)["clusterIP"]
                 .as_str()
@@ -137,7 +160,10 @@ impl Allocated {
     }
 
     fn next_node_port(&mut self) -> Option<u64> {
-        let port = NODE_PORTS.clone().find(|p| !self.node_ports.contains(p))?;
+        let port = self
+            .node_port_range
+            .clone()
+            .find(|p| !self.node_ports.contains(p))?;
         self.node_ports.insert(port);
         Some(port)
     }
@@ -445,11 +471,15 @@ fn validate_ports(
                 format!("{path}.nodePort"),
                 &format!("may not be used when `type` is '{ty}'"),
             ));
-        } else if !NODE_PORTS.contains(&np) {
+        } else if !allocated.node_port_range.contains(&np) {
             causes.push(Cause::invalid(
                 format!("{path}.nodePort"),
                 &json!(np),
-                "provided port is not in the valid range. The range of valid ports is 30000-32767",
+                format!(
+                    "provided port is not in the valid range. The range of valid ports is {}-{}",
+                    allocated.node_port_range.start(),
+                    allocated.node_port_range.end()
+                ),
             ));
         } else if allocated.node_ports.contains(&np) && !old_node_ports.contains(&np) {
             causes.push(Cause::invalid(
@@ -464,9 +494,9 @@ fn validate_ports(
 fn allocate(svc: &mut Value, allocated: &mut Allocated) -> Result<(), Vec<Cause>> {
     let exhausted = |what: &str| {
         vec![Cause::new(
-            "FieldValueInvalid",
+            ALLOCATION_FAILED,
             "spec",
-            format!("range of {what} is full"),
+            format!("failed to allocate a {what}: range is full"),
         )]
     };
     if needs_cluster_ip(svc) {
@@ -474,7 +504,7 @@ fn allocate(svc: &mut Value, allocated: &mut Allocated) -> Result<(), Vec<Cause>
         let ip = if requested.is_empty() {
             allocated
                 .next_cluster_ip()
-                .ok_or_else(|| exhausted("cluster IPs"))?
+                .ok_or_else(|| exhausted("serviceIP"))?
         } else {
             requested
         };
@@ -490,7 +520,7 @@ fn allocate(svc: &mut Value, allocated: &mut Allocated) -> Result<(), Vec<Cause>
             if node_port(&ports(svc)[i]) == 0 {
                 let np = allocated
                     .next_node_port()
-                    .ok_or_else(|| exhausted("node ports"))?;
+                    .ok_or_else(|| exhausted("nodePort"))?;
                 spec_mut(svc)["ports"][i]["nodePort"] = json!(np);
             }
         }
@@ -500,7 +530,7 @@ fn allocate(svc: &mut Value, allocated: &mut Allocated) -> Result<(), Vec<Cause>
     {
         let np = allocated
             .next_node_port()
-            .ok_or_else(|| exhausted("node ports"))?;
+            .ok_or_else(|| exhausted("nodePort"))?;
         spec_mut(svc).insert("healthCheckNodePort".into(), json!(np));
     }
     Ok(())
@@ -542,7 +572,7 @@ mod tests {
         prepare(
             &mut new,
             Some(&old),
-            Allocated::from_services([&old].into_iter()),
+            Allocated::from_services([&old].into_iter(), DEFAULT_NODE_PORTS),
         )
         .unwrap();
         assert!(new["spec"]["ports"][0].get("nodePort").is_none());
