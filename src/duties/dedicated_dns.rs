@@ -8,7 +8,7 @@
 //! chart creates the ServiceAccount and the cluster-wide read access CoreDNS needs. The DNS Service
 //! ([`super::dns_service`]) selects these pods instead of the cluster's CoreDNS.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::context::{Context, DedicatedDns};
 use crate::crd::AppServiceLink;
 use crate::duties::corefile::Zone;
-use crate::duties::load_balancer::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::duties::load_balancer::{is_ours, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::error::{is_not_found, KubeError};
 use crate::status::{types, DutyStatus};
 
@@ -246,8 +246,7 @@ where
     let Some(current) = api.get_opt(NAME).await.map_err(|e| failed("reading", e))? else {
         return Ok(false);
     };
-    let labels: BTreeMap<String, String> = current.labels().clone();
-    if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
+    if !is_ours(&current) {
         return Ok(false);
     }
     match api.delete(NAME, &ctx.delete_params()).await {

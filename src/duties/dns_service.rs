@@ -214,7 +214,7 @@ pub fn pin(decider: &Claim, observed: Option<&Service>) -> Option<String> {
     decider
         .pinned
         .clone()
-        .or_else(|| observed.filter(|s| is_ours(s)).and_then(load_balancer_ip))
+        .or_else(|| observed.filter(|s| is_ours(*s)).and_then(load_balancer_ip))
 }
 
 /// Records, on the link, the address pinned for its DNS Service: it outlives the Service (and the
@@ -318,7 +318,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
             server_ip: None,
         });
     }
-    if let Some(svc) = observed.as_deref().filter(|s| !is_ours(s)) {
+    if let Some(svc) = observed.as_deref().filter(|s| !is_ours(*s)) {
         let message = format!(
             "Service {ns}/{} exists and was not created by AppServiceLink (no label {MANAGED_BY_LABEL}={MANAGED_BY}); choose another spec.dns.service.name",
             svc.name_any()
@@ -424,7 +424,7 @@ pub fn observed_ip(ctx: &Context, link: &AppServiceLink) -> Option<String> {
     let svc = ctx
         .services
         .get(&ObjectRef::new(&mine.name).within(ctx.dns_namespace()))
-        .filter(|s| is_ours(s))?;
+        .filter(|s| is_ours(&**s))?;
     let pinned = pinned_on(link, &mine.namespace, &mine.name);
     dns_server_ip(&svc, &mine, pinned.as_deref())
 }
@@ -547,7 +547,7 @@ pub fn deletable<'a>(
         );
     }
     ours.into_iter()
-        .filter(|s| s.namespace().as_deref() == Some(namespace) && is_ours(s))
+        .filter(|s| s.namespace().as_deref() == Some(namespace) && is_ours(*s))
         .filter(|s| !is_retained(s) && !named.contains(&s.name_any().as_str()))
         .filter(|s| load_balancer_ip(s).is_none_or(|ip| !in_use.contains(&ip.as_str())))
         .map(|s| s.name_any())
@@ -608,7 +608,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     let ours = ctx
         .services
         .get(&ObjectRef::new(name).within(ctx.dns_namespace()))
-        .filter(|s| is_ours(s));
+        .filter(|s| is_ours(&**s));
     if ours.is_some_and(|s| retaining && !is_retained(&s)) {
         mark_retained(ctx, name, Some(&link.name_any()))
             .await

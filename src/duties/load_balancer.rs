@@ -15,9 +15,10 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`].
 pub const MANAGED_BY: &str = "appservicelink";
 
-/// True when the Service was created by the operator (a DNS Service).
-pub fn is_ours(svc: &Service) -> bool {
-    svc.metadata
+/// True when the object was created by the operator (a DNS Service, the dedicated CoreDNS's).
+pub fn is_ours<K: kube::Resource>(object: &K) -> bool {
+    object
+        .meta()
         .labels
         .as_ref()
         .and_then(|l| l.get(MANAGED_BY_LABEL))
