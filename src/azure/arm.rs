@@ -5,7 +5,9 @@
 //! their body comes from a read and a retry must read again. A request ARM refuses for its token (401)
 //! is sent once more, reads and writes alike, with a token from a renewed credential: ARM
 //! authenticates before anything else, so the refused request did nothing. Every request is bounded
-//! by a timeout.
+//! by a timeout, and every attempt, retries included, first takes a token from the client's own
+//! buckets for its subscription ([`crate::azure::limiter`]). Callers that read, modify and write a
+//! site take its turn first ([`ArmClient::site_turn`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::azure::credentials::Credential;
+use crate::azure::limiter::{RateLimiter, RateLimits, RequestKind};
+use crate::azure::sites::{SiteGates, SiteTurn};
 
 /// The one ARM api-version for Microsoft.Web used everywhere.
 pub const API_VERSION: &str = "2024-11-01";
@@ -199,6 +203,8 @@ pub struct ArmClient {
     credential: Arc<Credential>,
     retry: RetryPolicy,
     observer: Option<RequestObserver>,
+    limiter: Arc<RateLimiter>,
+    sites: Arc<SiteGates>,
 }
 
 impl std::fmt::Debug for ArmClient {
@@ -226,7 +232,27 @@ impl ArmClient {
             credential: Arc::new(credential.into()),
             retry: RetryPolicy::default(),
             observer: None,
+            limiter: Arc::new(RateLimiter::new(RateLimits::DEFAULT)),
+            sites: Arc::default(),
         }
+    }
+
+    /// Replaces the client's own rate limits (by default a little under ARM's buckets).
+    pub fn with_rate_limits(mut self, limits: RateLimits) -> Self {
+        self.limiter = Arc::new(RateLimiter::new(limits));
+        self
+    }
+
+    /// The client's own rate limits.
+    pub fn rate_limits(&self) -> RateLimits {
+        self.limiter.limits()
+    }
+
+    /// Waits for the turn on `site`, shared by every clone of this client: whoever holds it alone
+    /// reads, modifies and writes the site. With an `owner`, a later turn asked by the same owner
+    /// supersedes this one while it waits (see [`crate::azure::sites`]).
+    pub async fn site_turn(&self, site: &SiteRef, owner: Option<&str>) -> SiteTurn {
+        self.sites.turn(&site.resource_id(), owner).await
     }
 
     /// The retry policy: reads are retried inside a call, writes by the caller (after a fresh read).
@@ -256,6 +282,7 @@ impl ArmClient {
             .send(
                 op,
                 Method::POST,
+                site,
                 &format!("{}/config/appsettings/list", site.resource_id()),
                 None,
             )
@@ -274,6 +301,7 @@ impl ArmClient {
         self.send(
             Operation::UpdateAppSettings,
             Method::PUT,
+            site,
             &format!("{}/config/appsettings", site.resource_id()),
             Some(body),
         )
@@ -284,7 +312,13 @@ impl ArmClient {
     /// The site's DNS configuration.
     pub async fn get_site_dns(&self, site: &SiteRef) -> Result<SiteDns, ArmError> {
         let body = self
-            .send(Operation::GetSite, Method::GET, &site.resource_id(), None)
+            .send(
+                Operation::GetSite,
+                Method::GET,
+                site,
+                &site.resource_id(),
+                None,
+            )
             .await?;
         let config = &body["properties"]["dnsConfiguration"];
         Ok(SiteDns {
@@ -314,6 +348,7 @@ impl ArmClient {
         self.send(
             Operation::PatchSite,
             Method::PATCH,
+            site,
             &site.resource_id(),
             Some(body),
         )
@@ -325,10 +360,12 @@ impl ArmClient {
         &self,
         op: Operation,
         method: Method,
+        site: &SiteRef,
         path: &str,
         body: Option<Value>,
     ) -> Result<Value, ArmError> {
         let url = format!("{}{path}?api-version={API_VERSION}", self.endpoint);
+        let kind = RequestKind::of(&method);
         // A write is sent once: its body was built from a read, and a retry must read and merge again
         // (the caller does), or it would overwrite what another writer changed meanwhile.
         let max_attempts = match op {
@@ -339,6 +376,15 @@ impl ArmClient {
         let mut renewed = false;
         loop {
             attempt += 1;
+            let waited = self.limiter.acquire(&site.subscription_id, kind).await;
+            if !waited.is_zero() {
+                tracing::debug!(
+                    operation = op.name(),
+                    kind = kind.name(),
+                    waited_ms = waited.as_millis() as u64,
+                    "waited for the client's ARM rate limit"
+                );
+            }
             let (generation, credential) = self.credential.current();
             let token = credential
                 .get_token(&[&self.scope], None)
@@ -400,6 +446,11 @@ impl ArmClient {
             let (error, retry_after) = retry;
             let delay =
                 retry_after.unwrap_or(self.retry.base_delay * 2u32.saturating_pow(attempt - 1));
+            if matches!(error, ArmError::Throttled { .. }) {
+                // ARM's bucket of this kind is empty for the whole subscription and principal: no
+                // request of that kind goes before it asked, from this call or any other.
+                self.limiter.hold_off(&site.subscription_id, kind, delay);
+            }
             if attempt >= max_attempts || delay > self.retry.max_delay {
                 return Err(match error {
                     ArmError::Throttled { .. } => ArmError::Throttled {
@@ -714,6 +765,48 @@ mod tests {
         assert!(matches!(err, ArmError::Status { status: 401, .. }), "{err}");
         assert!(!err.to_string().contains(azure_sim::TOKEN_PREFIX), "{err}");
         assert_eq!(sim.token_requests().len(), 1);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn every_attempt_takes_a_token_of_its_kind_for_its_subscription() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, site, client, _) = sim_and_client(dir.path()).await;
+        // Buckets that, in a test's time, never refill.
+        let still = crate::azure::limiter::Rate::new(10, 1e-6);
+        let client = client
+            .with_rate_limits(RateLimits {
+                reads: still,
+                writes: still,
+                deletes: still,
+            })
+            .with_retry(RetryPolicy {
+                base_delay: Duration::from_millis(10),
+                ..RetryPolicy::default()
+            });
+        sim.inject(azure_sim::Fault {
+            method: Some("POST".into()),
+            path_contains: "/config/appsettings/list".into(),
+            kind: azure_sim::FaultKind::ServerError,
+            times: 2,
+        });
+        // Three attempts of the list (two retries), a POST: three write tokens.
+        client.list_app_settings(&site).await.unwrap();
+        client.get_site_dns(&site).await.unwrap();
+        let statuses: Vec<u16> = sim.requests().iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [500, 500, 200, 200]);
+        let left = |kind| client.limiter.available("SUB", kind);
+        assert_eq!(left(RequestKind::Write), 7.0);
+        assert_eq!(left(RequestKind::Read), 9.0);
+        assert_eq!(left(RequestKind::Delete), 10.0);
+        // Another subscription's buckets are untouched, and clones share the buckets.
+        assert_eq!(
+            client
+                .clone()
+                .limiter
+                .available("other", RequestKind::Write),
+            10.0
+        );
         sim.shutdown().await;
     }
 
