@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Patch;
@@ -16,6 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::azure::arm::{ArmClient, ArmError, SiteDns, SiteRef};
+use crate::azure::sites::SiteMemo;
 use crate::context::{Context, DRY_RUN_PREFIX};
 use crate::crd::{
     AppServiceDnsMode, AppServiceLink, AppServiceStatus, AppServiceTarget, DeletionPolicy,
@@ -439,6 +442,10 @@ enum SyncError {
         /// The window, in seconds.
         window_secs: u64,
     },
+    /// A later pass of the same link asked for this App Service while this one waited for its turn:
+    /// the later one has the newer DNS server and writes it.
+    #[error("a later pass of this link is syncing this App Service with the latest DNS server")]
+    Superseded,
     /// Another writer keeps reverting the operator's setting: the operator stopped re-applying it,
     /// since every write restarts the app.
     #[error("another writer reverted {setting} {reverts} times in a row, so the operator stopped re-applying it (every write restarts the app). Terraform's azurerm_linux_web_app / azurerm_windows_web_app own the whole app_settings map: add lifecycle {{ ignore_changes = [app_settings[\"WEBSITE_DNS_SERVER\"], app_settings[\"WEBSITE_DNS_ALT_SERVER\"]] }} there, or stop that writer; then edit the link to retry (the operator also tries again {window_secs}s after the last revert)")]
@@ -458,6 +465,7 @@ impl SyncError {
             Self::Arm(err) => err.reason(),
             Self::Record(_) => "RecordFailed",
             Self::Deferred { .. } => "WriteWindow",
+            Self::Superseded => "Superseded",
             Self::Reverted { .. } => "AppServiceReverted",
         }
     }
@@ -466,6 +474,8 @@ impl SyncError {
         match self {
             Self::Arm(err) => err.retry_after(),
             Self::Deferred { wait, .. } => Some(*wait),
+            // Soon: the later pass is done by then, and this link's next pass finds it confirmed.
+            Self::Superseded => Some(Duration::from_secs(1)),
             Self::Record(_) | Self::Reverted { .. } => None,
         }
     }
@@ -543,6 +553,8 @@ pub async fn reconcile(
     };
     let mut entries: Vec<AppServiceStatus> = Vec::new();
     let mut retry_after: Option<Duration> = None;
+    // When the first App Service confirmed a moment ago is due for its check.
+    let mut next_check: Option<Duration> = None;
     let mut throttled: Option<Duration> = None;
     let mut problems: Vec<(String, String)> = Vec::new();
     let wanted_ids: BTreeSet<String> = spec
@@ -614,7 +626,8 @@ pub async fn reconcile(
         )
         .await
         {
-            Ok(()) => {}
+            Ok(None) => {}
+            Ok(Some(due)) => next_check = Some(next_check.map_or(due, |n| n.min(due))),
             Err(err) => {
                 tracing::warn!(link = %link.name_any(), app_service = %id, error = %err, "App Service sync failed");
                 retry_after = Some(
@@ -664,7 +677,12 @@ pub async fn reconcile(
     AppServicesOutcome {
         duty,
         entries,
-        retry_after,
+        // Look again when a check skipped now is due, so drift is repaired on time however often
+        // the link is woken for other reasons.
+        retry_after: match (retry_after, next_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
     }
 }
 
@@ -710,7 +728,40 @@ fn dedup(targets: &[AppServiceTarget]) -> Vec<&AppServiceTarget> {
         .collect()
 }
 
-/// Syncs one target: read, compare, and write only what differs.
+/// How long a check of a site counts: a little under the resync, so that a wake that comes a little
+/// early still checks, and drift is repaired at every resync as before.
+fn check_period(ctx: &Context) -> Duration {
+    ctx.config.resync - ctx.config.resync / 10
+}
+
+/// Who asks for a site's turn: passes of one link supersede each other, those of two links do not.
+fn owner(link: &AppServiceLink) -> String {
+    link.metadata.uid.clone().unwrap_or_else(|| link.name_any())
+}
+
+/// The state of an App Service this link wants: which link, which mode, which servers. A
+/// confirmation counts only for exactly this state. Not the link's generation: an edit of another
+/// part of the spec (its selector, its zone, a static IP, which moves the DNS Service's address in a
+/// later pass) does not concern the App Service. A target added again after its removal starts
+/// with a status entry that is not in sync, so it is checked whatever its memo says.
+fn wanted_state(link: &AppServiceLink, mode: AppServiceDnsMode, ip: &str) -> String {
+    let alternate = link.spec.app_services.alternate_dns_server.as_deref();
+    format!(
+        "{}/{mode:?}/{ip}/{}",
+        owner(link),
+        alternate.unwrap_or_default()
+    )
+}
+
+/// Syncs one target: read, compare, and write only what differs. Returns when to look again when
+/// it made no ARM call because the App Service was confirmed in this state a moment ago.
+///
+/// A new DNS server IP costs one read and one write per target, and nothing more: in `AppSettings`
+/// mode the site property that overrides the setting is looked at on the other passes (the first,
+/// and every check after the resync) and the result kept for [`check_period`]; a new IP within that
+/// period trusts it. That is safe because the property only appears by another writer's hand: the
+/// worst case is an app restarted once, for a property set within the last resync, and the next
+/// check reports the override.
 #[allow(clippy::too_many_arguments)]
 async fn sync(
     ctx: &Context,
@@ -721,12 +772,45 @@ async fn sync(
     entry: &mut AppServiceStatus,
     (old, done): (&[AppServiceStatus], &[AppServiceStatus]),
     records: &mut Records,
-) -> Result<(), SyncError> {
+) -> Result<Option<Duration>, SyncError> {
     let spec = &link.spec.app_services;
     let mode = spec.dns_mode;
+    let period = check_period(ctx);
+    let state = wanted_state(link, mode, ip);
+    // One read-modify-write of the site at a time, whoever else is at it (another link, a cleanup).
+    let mut turn = arm.site_turn(site, Some(&owner(link))).await;
+    if turn.superseded() {
+        return Err(SyncError::Superseded);
+    }
+    // In sync at this IP and spec, checked less than a resync ago (the link was woken for another
+    // reason: one of its Services, the CoreDNS override): no ARM call. Drift is repaired at the
+    // next check, as often as before.
+    if entry.in_sync && entry.dns_server.as_deref() == Some(ip) {
+        if let Some(left) = turn.confirmed_for(&state, period) {
+            ctx.metrics.app_service_in_sync(&entry.resource_id);
+            return Ok(Some(left));
+        }
+    }
+    turn.confirmed = None;
+    let now = Timestamp::now();
+    // A new DNS server IP soon after the last write (a flapping load balancer): wait, then write
+    // whatever the IP is by then. Decided before any request, so a deferred pass costs none.
+    if entry.dns_server.as_deref().is_some_and(|d| d != ip) {
+        let last_write = entry.last_sync_time.as_ref().map(|t| t.0);
+        let since =
+            last_write.and_then(|t| std::time::Duration::try_from(now.duration_since(t)).ok());
+        if let Some(since) = since.filter(|s| *s < ctx.config.app_service_write_window) {
+            return Err(SyncError::Deferred {
+                wait: ctx.config.app_service_write_window - since,
+                window_secs: ctx.config.app_service_write_window.as_secs(),
+            });
+        }
+    }
     // The link switched modes: put the other mode's settings back first.
     if !entry.previous.is_empty() && mode_of_keys(&entry.previous) != mode {
         restore(arm, site, &entry.previous).await?;
+        // Putting back may have set the site property again.
+        turn.no_site_dns_at = None;
         entry.previous.clear();
         set_record(records, &entry.resource_id, &entry.previous);
         persist_records(ctx, link, records)
@@ -734,16 +818,14 @@ async fn sync(
             .map_err(SyncError::Record)?;
     }
     // The site property takes precedence over the app setting: writing the setting then changes
-    // nothing but restarts the app, so look before writing.
-    if mode == AppServiceDnsMode::AppSettings
-        && overridden_by_site(entry, &arm.get_site_dns(site).await?)
-    {
-        return Ok(());
+    // nothing but restarts the app, so look before writing, unless a look a moment ago found none.
+    let look = mode == AppServiceDnsMode::AppSettings && !turn.no_site_dns_within(period);
+    if look && overridden(entry, &mut turn, &arm.get_site_dns(site).await?) {
+        return Ok(None);
     }
     let wanted = desired(mode, ip, spec.alternate_dns_server.as_deref());
     let (current, settings) = read(arm, mode, site, &wanted.keys().cloned().collect()).await?;
     let changing = changes(&current, &wanted);
-    let now = Timestamp::now();
     (entry.reverts, entry.last_revert_time) = crate::status::decayed_reverts(
         entry.reverts,
         entry.last_revert_time.as_ref(),
@@ -758,19 +840,6 @@ async fn sync(
                 reverts: entry.reverts,
                 window_secs: ctx.config.revert_window.as_secs(),
             });
-        }
-        // A new DNS server IP soon after the last write (a flapping load balancer): wait, then write
-        // whatever the IP is by then.
-        let last_write = entry.last_sync_time.as_ref().map(|t| t.0);
-        let since =
-            last_write.and_then(|t| std::time::Duration::try_from(now.duration_since(t)).ok());
-        if entry.dns_server.as_deref().is_some_and(|d| d != ip) {
-            if let Some(since) = since.filter(|s| *s < ctx.config.app_service_write_window) {
-                return Err(SyncError::Deferred {
-                    wait: ctx.config.app_service_write_window - since,
-                    window_secs: ctx.config.app_service_write_window.as_secs(),
-                });
-            }
         }
         // The last pass left it in sync at this very IP: someone else changed it since.
         if entry.in_sync
@@ -818,7 +887,7 @@ async fn sync(
                 .await;
             entry.in_sync = false;
             entry.message = Some(format!("{DRY_RUN_PREFIX}{note}"));
-            return Ok(());
+            return Ok(None);
         }
         if write_fresh(arm, mode, site, &wanted, fresh).await? {
             crate::runtime::crash_points::reached("app-service-after-write");
@@ -827,17 +896,24 @@ async fn sync(
         ctx.event(link, EventType::Normal, "AppServiceUpdated", note)
             .await;
         // Someone may have set the site property between the look and the write.
-        if mode == AppServiceDnsMode::AppSettings
-            && overridden_by_site(entry, &arm.get_site_dns(site).await?)
-        {
-            return Ok(());
+        if look && overridden(entry, &mut turn, &arm.get_site_dns(site).await?) {
+            return Ok(None);
         }
     }
     entry.dns_server = Some(ip.to_string());
     entry.in_sync = true;
     entry.message = None;
     ctx.metrics.app_service_in_sync(&entry.resource_id);
-    Ok(())
+    turn.confirmed = Some((Instant::now(), state));
+    Ok(None)
+}
+
+/// Reports an override of the app setting by the site property in `entry`, and remembers in the
+/// site's memo when there was none. Returns true when overridden.
+fn overridden(entry: &mut AppServiceStatus, memo: &mut SiteMemo, site_dns: &SiteDns) -> bool {
+    let overridden = overridden_by_site(entry, site_dns);
+    memo.no_site_dns_at = (!overridden).then(Instant::now);
+    overridden
 }
 
 /// In `AppSettings` mode: when the site's `dnsConfiguration.dnsServers` is set, the app ignores
@@ -923,7 +999,13 @@ async fn let_go(
             .await;
         return Ok(());
     }
-    match restore(arm, &site, &entry.previous).await {
+    // The site's turn, against a sync of another link that takes it over meanwhile.
+    let mut turn = arm.site_turn(&site, None).await;
+    let restored = restore(arm, &site, &entry.previous).await;
+    // Whatever got written, nothing known of the site holds any more.
+    *turn = SiteMemo::default();
+    drop(turn);
+    match restored {
         Ok(true) => {
             ctx.event(
                 link,
@@ -973,7 +1055,13 @@ async fn forget_entries(ctx: &Context, link: &AppServiceLink) {
 }
 
 /// ARM failures that pass by themselves: throttling, an outage, a server error.
-const TRANSIENT_REASONS: [&str; 4] = ["Throttled", "Unreachable", "ArmError", "WriteWindow"];
+const TRANSIENT_REASONS: [&str; 5] = [
+    "Throttled",
+    "Unreachable",
+    "ArmError",
+    "WriteWindow",
+    "Superseded",
+];
 
 fn transient(err: &ArmError) -> bool {
     TRANSIENT_REASONS.contains(&err.reason())

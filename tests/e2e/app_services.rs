@@ -577,3 +577,201 @@ async fn two_links_naming_one_app_service_do_not_fight_over_it() {
     );
     assert_eq!(arm_writes(&h).len(), 1, "{:?}", arm_writes(&h));
 }
+
+/// The ARM requests from number `from` on, by site or slot (`sites/{name}[/slots/{slot}]`), each as
+/// "status METHOD [/config/...]", in order.
+fn calls_since(h: &Harness, from: usize) -> BTreeMap<String, Vec<String>> {
+    let mut calls: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for r in h.azure().requests().into_iter().skip(from) {
+        let path = r
+            .path
+            .split_once("/providers/Microsoft.Web/")
+            .map_or(r.path.as_str(), |(_, rest)| rest);
+        let (site, config) = path
+            .find("/config/")
+            .map_or((path, ""), |i| path.split_at(i));
+        let call = format!("{} {} {config}", r.status, r.method);
+        calls
+            .entry(site.to_string())
+            .or_default()
+            .push(call.trim_end().to_string());
+    }
+    calls
+}
+
+/// Moves the DNS IP three times and checks that each move cost every target exactly `expected`:
+/// one request that reads the current value and one that writes the new one, nothing more.
+async fn each_ip_change_costs_one_read_and_one_write(
+    mode: &str,
+    targets: &[(&str, Option<&str>)],
+    expected: [&str; 2],
+    value: impl Fn(&Harness, &SiteId) -> Option<String>,
+) {
+    let sites: Vec<SiteId> = targets.iter().map(|(n, s)| site(n, *s)).collect();
+    let yaml: String = targets.iter().map(|(n, s)| target(n, *s)).collect();
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    for s in &sites {
+        h.azure().add_site(s.clone(), foreign_settings());
+    }
+    // A short write window (the guard against a flapping IP), so the test does not wait long.
+    h.operator_args(&[
+        "--resync-seconds",
+        "3600",
+        "--app-service-write-window-seconds",
+        "2",
+    ]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&link(&yaml, mode, "10.240.0.53"));
+    app_services_ready(&h).await;
+    let mut from = h.azure().requests().len();
+    for ip in ["10.240.0.54", "10.240.0.55", "10.240.0.56"] {
+        h.apply(&link(&yaml, mode, ip));
+        h.eventually(&format!("every App Service on {ip} in status"), |h| {
+            let entries = h.link("web")?["status"]["appServices"].as_array()?.clone();
+            (entries.len() == sites.len()
+                && entries
+                    .iter()
+                    .all(|e| e["inSync"] == true && e["dnsServer"] == ip))
+            .then_some(())
+        })
+        .await;
+        // Whatever else the move wakes (the DNS Service's new address, the operator's own status
+        // write) has time to show up in the log.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for s in &sites {
+            assert_eq!(value(&h, s).as_deref(), Some(ip), "{s:?}");
+        }
+        let calls = calls_since(&h, from);
+        assert_eq!(calls.len(), sites.len(), "{ip}: {calls:#?}");
+        for (site, seq) in &calls {
+            assert_eq!(seq, &expected, "{ip}, {site}: {calls:#?}");
+        }
+        from = h.azure().requests().len();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ip_change_costs_each_app_service_one_list_and_one_put() {
+    each_ip_change_costs_one_read_and_one_write(
+        "AppSettings",
+        &[
+            ("contoso-web", None),
+            ("contoso-web", Some("staging")),
+            ("contoso-api", None),
+        ],
+        [
+            "200 POST /config/appsettings/list",
+            "200 PUT /config/appsettings",
+        ],
+        |h, s| {
+            h.azure()
+                .app_settings(s)?
+                .get("WEBSITE_DNS_SERVER")
+                .cloned()
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_ip_change_costs_each_site_one_get_and_one_patch() {
+    each_ip_change_costs_one_read_and_one_write(
+        "SiteDnsConfiguration",
+        &[("contoso-web", None), ("contoso-api", None)],
+        ["200 GET", "200 PATCH"],
+        |h, s| {
+            let servers = h.azure().dns_configuration(s)?["dnsServers"].clone();
+            Some(servers.as_array()?.first()?.as_str()?.to_string())
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_woken_for_its_services_makes_no_arm_call_and_drift_is_still_repaired() {
+    let web = site("contoso-web", None);
+    let staging = site("contoso-web", Some("staging"));
+    let mut h = started(&[web.clone(), staging.clone()], "3600").await;
+    let targets = format!(
+        "{}{}",
+        target("contoso-web", None),
+        target("contoso-web", Some("staging"))
+    );
+    h.apply(&link(&targets, "AppSettings", "10.240.0.53"));
+    app_services_ready(&h).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = h.azure().requests().len();
+
+    // A new Service for the link: it is converted and linked, passes that have nothing to do with
+    // the App Services, whose DNS IP did not change.
+    h.apply(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: payments
+  namespace: shop
+  labels: {appservicelink.io/expose: "true"}
+spec:
+  selector: {app: payments}
+  ports: [{name: http, port: 80}]
+"#,
+    );
+    h.eventually("the new Service linked", |h| {
+        h.link("web")?["status"]["services"]
+            .as_array()?
+            .iter()
+            .any(|s| s["name"] == "payments" && s["state"] == "Linked")
+            .then_some(())
+    })
+    .await;
+    h.kubectl_ok(&[
+        "-n",
+        "shop",
+        "label",
+        "service",
+        "orders",
+        "contoso.com/touched=yes",
+    ]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        calls_since(&h, before),
+        BTreeMap::new(),
+        "ARM calls for App Services whose DNS IP did not change"
+    );
+
+    // Drift is still repaired at the check after a resync. Restarted, the operator knows nothing:
+    // its first pass checks both App Services and writes nothing.
+    h.kill_operator();
+    h.operator_args(&["--resync-seconds", "3"]);
+    h.start_operator();
+    let lists = |h: &Harness| {
+        h.azure()
+            .requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/config/appsettings/list"))
+            .count()
+    };
+    let listed = lists(&h);
+    h.eventually("the first pass after the restart", |h| {
+        (lists(h) >= listed + 2).then_some(())
+    })
+    .await;
+    assert_eq!(arm_writes(&h).len(), 2, "{:?}", arm_writes(&h));
+    let mut drifted = h.azure().app_settings(&web).unwrap();
+    drifted.insert("WEBSITE_DNS_SERVER".into(), "8.8.8.8".into());
+    h.azure().set_app_settings(&web, drifted).unwrap();
+    h.eventually("drift repaired at the next check", |h| {
+        (h.azure().app_settings(&web)?.get("WEBSITE_DNS_SERVER")? == "10.240.0.53").then_some(())
+    })
+    .await;
+    let writes = arm_writes(&h);
+    assert_eq!(writes.len(), 3, "{writes:?}");
+    assert!(
+        writes[2]
+            .1
+            .ends_with("/sites/contoso-web/config/appsettings"),
+        "{writes:?}"
+    );
+}
