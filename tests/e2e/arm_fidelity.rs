@@ -644,3 +644,109 @@ async fn a_retry_after_longer_than_the_operators_patience_requeues_without_hamme
     assert_eq!(log.matches("controller started").count(), 1);
     assert!(!log.contains("panicked"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_beyond_the_operators_bucket_is_paced_and_arm_never_throttles() {
+    use appservicelink::azure::limiter::RateLimits;
+    use appservicelink::duties::app_service::ANNOTATION_RESTORE_RECORD;
+    // ARM's own buckets (writes: 200, then 10/s). As many App Services as a link may name, linked
+    // and then moved to a new DNS IP at once: a write token for each app-settings list (a POST)
+    // and each PUT, 400 within seconds, far more than ARM's bucket and the operator's own.
+    let sites: Vec<SiteId> = (1..=appservicelink::crd::MAX_TARGETS)
+        .map(|i| site(&format!("contoso-web-{i:03}")))
+        .collect();
+    let mut h = Harness::cluster().await;
+    h.with_azure().await;
+    h.azure().set_throttling(Throttling::ARM).unwrap();
+    for s in &sites {
+        h.azure().add_site(s.clone(), foreign(&s.name));
+    }
+    // No write window: the move follows the first pass at once.
+    h.operator_args(&[
+        "--resync-seconds",
+        "3600",
+        "--app-service-write-window-seconds",
+        "0",
+    ]);
+    h.start_operator();
+    h.apply(include_str!("fixtures/shop.yaml"));
+    // The restore records are on the link already (as after a restore from a backup): the first
+    // pass writes nothing to the apiserver per App Service, so it goes as fast as ARM lets it.
+    let records: BTreeMap<String, BTreeMap<String, String>> = sites
+        .iter()
+        .map(|s| {
+            let id = format!(
+                "/subscriptions/{SUB}/resourceGroups/rg-web/providers/Microsoft.Web/sites/{}",
+                s.name
+            );
+            (
+                id,
+                [("WEBSITE_DNS_SERVER".to_string(), String::new())].into(),
+            )
+        })
+        .collect();
+    let annotated = |ip: &str| {
+        let record = serde_json::to_string(&serde_json::to_string(&records).unwrap()).unwrap();
+        link(&sites, "AppSettings")
+            .replacen(
+                "  name: web\n",
+                &format!(
+                    "  name: web\n  annotations:\n    {ANNOTATION_RESTORE_RECORD}: {record}\n"
+                ),
+                1,
+            )
+            .replace(IP, ip)
+    };
+    for ip in [IP, "10.240.0.54"] {
+        h.apply(&annotated(ip));
+        within(
+            &h,
+            Duration::from_secs(120),
+            &format!("every App Service on {ip}"),
+            |h| {
+                h.link("web")?["status"]["appServices"]
+                    .as_array()?
+                    .iter()
+                    .filter(|e| e["inSync"] == true && e["dnsServer"] == ip)
+                    .count()
+                    .eq(&sites.len())
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let sim = h.azure();
+    let requests = sim.requests();
+    let writes = requests.iter().filter(|r| r.method != "GET").count();
+    assert!(
+        writes > Throttling::ARM.writes.size as usize
+            && writes > RateLimits::DEFAULT.writes.burst as usize,
+        "the burst ({writes} write tokens) must exceed the buckets"
+    );
+    let throttled: Vec<String> = requests
+        .iter()
+        .filter(|r| r.status == 429)
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        throttled.is_empty(),
+        "{} of {} requests throttled, e.g. {:?}",
+        throttled.len(),
+        requests.len(),
+        &throttled[..throttled.len().min(5)]
+    );
+    for s in &sites {
+        let mut want = foreign(&s.name);
+        want.insert("WEBSITE_DNS_SERVER".into(), "10.240.0.54".into());
+        assert_eq!(sim.app_settings(s).unwrap(), want, "{}", s.name);
+        let suffix = format!("/sites/{}/config/appsettings", s.name);
+        assert_eq!(count(sim, "PUT", &suffix, 200), 2, "{}", s.name);
+    }
+    let first = requests.first().unwrap().at;
+    let last = requests.last().unwrap().at;
+    eprintln!(
+        "{} ARM requests ({writes} write tokens) in {:?}, none throttled",
+        requests.len(),
+        last.duration_since(first)
+    );
+}
