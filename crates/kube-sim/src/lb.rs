@@ -590,10 +590,10 @@ fn record_event(api: &ApiServer, work: &Work, type_: &str, reason: &str, message
     let repeat = api
         .lock()
         .store
-        .list(&events.resource.storage_key(), Some(&work.namespace))
+        .events_regarding(&work.uid)
+        .filter(|e| object::namespace(e) == Some(work.namespace.as_str()))
         .find(|e| {
-            e["involvedObject"]["uid"] == work.uid.as_str()
-                && e["type"] == type_
+            e["type"] == type_
                 && e["reason"] == reason
                 && e["message"] == message
                 && e["source"]["component"] == EVENT_SOURCE
