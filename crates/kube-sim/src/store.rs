@@ -346,6 +346,53 @@ impl Store {
     }
 }
 
+/// Follows one resource through the history, as an informer follows its watch: which objects changed
+/// since the last look, or that everything must be looked at again (the first look, or a history that
+/// no longer reaches back that far, as an informer relists after a 410).
+#[derive(Debug)]
+pub struct Follower {
+    storage_key: String,
+    seen: Option<u64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changed {
+    Everything,
+    /// The keys of the objects written or removed since the last look.
+    Only(BTreeSet<ObjectKey>),
+}
+
+impl Follower {
+    pub fn new(storage_key: &str) -> Self {
+        Follower {
+            storage_key: storage_key.to_string(),
+            seen: None,
+        }
+    }
+
+    pub fn poll(&mut self, store: &Store) -> Changed {
+        let changed = match self.seen {
+            None => Changed::Everything,
+            Some(rv) => match store.events_since(&self.storage_key, rv) {
+                Err(_) => Changed::Everything,
+                Ok(events) => Changed::Only(
+                    events
+                        .iter()
+                        .map(|e| {
+                            (
+                                object::namespace(&e.object).unwrap_or_default().to_string(),
+                                object::name(&e.object).to_string(),
+                            )
+                        })
+                        .collect(),
+                ),
+            },
+        };
+        self.seen = Some(store.current_rv());
+        changed
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -462,5 +509,34 @@ mod tests {
             .map(|(_, o)| object::name(o))
             .collect();
         assert_eq!(in_a, vec!["d2"]);
+    }
+
+    #[test]
+    fn a_follower_sees_changed_keys_or_everything_after_compaction() {
+        let mut store = Store::new(3);
+        let mut follower = Follower::new("configmaps");
+        assert_eq!(follower.poll(&store), Changed::Everything);
+        store.put(
+            "configmaps",
+            key("a"),
+            json!({"metadata": {"name": "a", "namespace": "ns"}}),
+        );
+        store.put(
+            "secrets",
+            key("s"),
+            json!({"metadata": {"name": "s", "namespace": "ns"}}),
+        );
+        store.remove("configmaps", &key("a"));
+        assert_eq!(
+            follower.poll(&store),
+            Changed::Only(BTreeSet::from([key("a")]))
+        );
+        assert_eq!(follower.poll(&store), Changed::Only(BTreeSet::new()));
+        for i in 0..4 {
+            store.put("secrets", key(&i.to_string()), json!({"metadata": {}}));
+        }
+        assert_eq!(follower.poll(&store), Changed::Everything);
+        store.compact();
+        assert_eq!(follower.poll(&store), Changed::Only(BTreeSet::new()));
     }
 }
