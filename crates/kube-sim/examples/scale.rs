@@ -4,10 +4,12 @@
 //! ```sh
 //! cargo run --release -p kube-sim --example scale                       # 1,000 / 5,000 / 10,000
 //! cargo run --release -p kube-sim --example scale -- --services 20000 --watchers 5
+//! cargo run --release -p kube-sim --example scale -- --loopback   # with the simulated CoreDNS (root)
 //! ```
 //!
 //! One Service in ten is an internal `LoadBalancer` (node ports, the load-balancer allocator and its
-//! Events); the others are ClusterIP Services with one or two ports; every other Service carries
+//! Events; a public one with `--loopback`, whose internal range is a /24); the others are ClusterIP
+//! Services; each has one or two ports, and every other one carries
 //! `kubectl.kubernetes.io/last-applied-configuration`, as `kubectl apply` leaves it.
 
 use futures::{StreamExt, TryStreamExt};
@@ -31,7 +33,7 @@ fn arg(name: &str) -> Option<String> {
 
 /// A Service as a team would deploy it: labels, one or two ports, and for some the annotation
 /// `kubectl apply` leaves behind.
-fn service(i: usize) -> Value {
+fn service(i: usize, loopback: bool) -> Value {
     let mut ports = vec![json!({"name": "http", "port": 80, "targetPort": 8080})];
     if i.is_multiple_of(3) {
         ports.push(json!({"name": "https", "port": 443, "targetPort": 8443}));
@@ -55,7 +57,9 @@ fn service(i: usize) -> Value {
     });
     if i % 10 == 5 {
         svc["spec"]["type"] = json!("LoadBalancer");
-        svc["metadata"]["annotations"] = json!({kube_sim::INTERNAL_ANNOTATION: "true"});
+        if !loopback {
+            svc["metadata"]["annotations"] = json!({kube_sim::INTERNAL_ANNOTATION: "true"});
+        }
     }
     if i % 2 == 1 {
         let applied = serde_json::to_string(&svc).expect("serialisable");
@@ -85,9 +89,17 @@ fn load_balancers_ready(sim: &SimCluster) -> bool {
     })
 }
 
-async fn measure(n: usize, watchers: usize) -> anyhow::Result<()> {
+async fn measure(n: usize, watchers: usize, loopback: bool) -> anyhow::Result<()> {
     println!("## {n} Services");
-    let sim = SimCluster::start(SimOptions::default()).await?;
+    let sim = SimCluster::start(SimOptions {
+        internal_lbs: if loopback {
+            kube_sim::InternalLbs::Loopback
+        } else {
+            kube_sim::InternalLbs::Azure
+        },
+        ..SimOptions::default()
+    })
+    .await?;
     sim.apply_as(
         "bench",
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
@@ -98,7 +110,7 @@ async fn measure(n: usize, watchers: usize) -> anyhow::Result<()> {
     let mut blocks = Vec::new();
     let mut block_start = Instant::now();
     for i in 0..n {
-        sim.apply_as("bench", service(i))?;
+        sim.apply_as("bench", service(i, loopback))?;
         if (i + 1).is_multiple_of(BLOCK) || i + 1 == n {
             blocks.push(block_start.elapsed());
             block_start = Instant::now();
@@ -169,7 +181,7 @@ async fn measure(n: usize, watchers: usize) -> anyhow::Result<()> {
     }
     let http_start = Instant::now();
     for i in n..n + http_writes {
-        let svc: Service = serde_json::from_value(service(i))?;
+        let svc: Service = serde_json::from_value(service(i, loopback))?;
         api.create(&PostParams::default(), &svc).await?;
     }
     let http_took = http_start.elapsed();
@@ -205,8 +217,9 @@ async fn main() -> anyhow::Result<()> {
         .map(str::parse)
         .collect::<Result<_, _>>()?;
     let watchers = arg("--watchers").map_or(Ok(3), |w| w.parse())?;
+    let loopback = std::env::args().any(|a| a == "--loopback");
     for n in sizes {
-        measure(n, watchers).await?;
+        measure(n, watchers, loopback).await?;
     }
     Ok(())
 }
