@@ -203,7 +203,7 @@ impl ApiServer {
         let state = self.lock();
         let items = state
             .store
-            .list(&resource.storage_key(), None)
+            .list(&resource.storage_key(), filter.namespace.as_deref())
             .filter(|o| filter.matches(o))
             .map(|o| present(resource, o.clone()))
             .collect();
@@ -718,15 +718,10 @@ impl State {
     ) -> Vec<Cause> {
         match (rt.group.as_str(), rt.kind.as_str()) {
             ("", "Service") if !target.status => {
-                let me = (
-                    object::namespace(obj).unwrap_or_default().to_string(),
-                    object::name(obj).to_string(),
-                );
-                let others = self.store.list("services", None).filter(|s| {
-                    (object::namespace(s).unwrap_or_default(), object::name(s))
-                        != (me.0.as_str(), me.1.as_str())
-                });
-                let allocated = service::Allocated::from_services(others, self.node_ports.clone());
+                let allocated = self
+                    .store
+                    .service_holdings()
+                    .for_write(live, self.node_ports.clone());
                 service::prepare(obj, live, allocated)
                     .err()
                     .unwrap_or_default()
@@ -840,32 +835,37 @@ impl State {
 
     /// Objects whose lifetime a namespace or CRD bounds.
     fn contents(&self, storage_key: &str, container: &Value) -> Vec<(String, Value)> {
+        self.contents_iter(storage_key, container)
+            .map(|(k, o)| (k.to_string(), o.clone()))
+            .collect()
+    }
+
+    fn contents_iter<'a>(
+        &'a self,
+        storage_key: &str,
+        container: &'a Value,
+    ) -> Box<dyn Iterator<Item = (String, &'a Value)> + 'a> {
         match storage_key {
-            NAMESPACES => {
-                let ns = object::name(container);
+            NAMESPACES => Box::new(
                 self.store
-                    .all()
-                    .filter(|(_, o)| object::namespace(o) == Some(ns))
-                    .map(|(k, o)| (k.to_string(), o.clone()))
-                    .collect()
-            }
+                    .namespace_contents(object::name(container))
+                    .map(|(k, o)| (k.to_string(), o)),
+            ),
             CRDS => {
                 let plural = container["spec"]["names"]["plural"]
                     .as_str()
                     .unwrap_or_default();
                 let group = container["spec"]["group"].as_str().unwrap_or_default();
                 let key = format!("{plural}.{group}");
-                self.store
-                    .list(&key, None)
-                    .map(|o| (key.clone(), o.clone()))
-                    .collect()
+                let objects = self.store.list(&key, None);
+                Box::new(objects.map(move |o| (key.clone(), o)))
             }
-            _ => Vec::new(),
+            _ => Box::new(std::iter::empty()),
         }
     }
 
     fn has_contents(&self, storage_key: &str, obj: &Value) -> bool {
-        !self.contents(storage_key, obj).is_empty()
+        self.contents_iter(storage_key, obj).next().is_some()
     }
 
     /// Removes a deleting object once nothing holds it any more; returns whether it went.
@@ -909,26 +909,14 @@ impl State {
         if owner_uid.is_empty() {
             return;
         }
-        let live_uids: std::collections::HashSet<String> = self
-            .store
-            .all()
-            .filter_map(|(_, o)| object::meta_str(o, "uid").map(String::from))
-            .collect();
         let orphans: Vec<(String, ObjectKey)> = self
             .store
-            .all()
-            .filter(|(_, o)| {
-                let refs = owner_uids(o);
-                refs.iter().any(|u| u == owner_uid) && refs.iter().all(|u| !live_uids.contains(u))
-            })
-            .map(|(k, o)| {
-                (
-                    k.to_string(),
-                    (
-                        object::namespace(o).unwrap_or_default().to_string(),
-                        object::name(o).to_string(),
-                    ),
-                )
+            .dependents(owner_uid)
+            .into_iter()
+            .filter(|(storage_key, key)| {
+                self.store
+                    .get(storage_key, &key.0, &key.1)
+                    .is_some_and(|o| owner_uids(o).iter().all(|u| !self.store.has_uid(u)))
             })
             .collect();
         for (storage_key, key) in orphans {

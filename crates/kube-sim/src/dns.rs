@@ -11,7 +11,7 @@
 //! addresses of the cluster's internal load-balancer range, so it never takes an address it does not
 //! own; it forwards nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,7 @@ use crate::apiserver::{ApiServer, State};
 use crate::corefile::{self, Corefile, Refusal};
 use crate::lb::InternalRange;
 use crate::object;
+use crate::store::{Changed, Follower, ObjectKey};
 
 const NAMESPACE: &str = "kube-system";
 const COREFILE_CONFIGMAP: &str = "coredns-custom";
@@ -465,53 +466,129 @@ fn coredns_behind(
         })
 }
 
-/// The IPs to listen on: every DNS Service's ingress IP in `range` on loopback, with the CoreDNS
-/// behind it.
-fn endpoints(state: &State, range: &InternalRange) -> HashMap<Ipv4Addr, (Protocols, Source)> {
-    let mut out: HashMap<Ipv4Addr, (Protocols, Source)> = HashMap::new();
-    for svc in state.store.list("services", None) {
-        if svc["spec"]["type"] != "LoadBalancer" || object::is_deleting(svc) {
+/// What one Service adds to the endpoints: the protocols its port 53 carries, the CoreDNS behind
+/// it, and its ingress IPs in `range` on loopback. None for a Service that is no DNS Service or has
+/// no such IP.
+fn contribution(
+    state: &State,
+    svc: &Value,
+    range: &InternalRange,
+) -> Option<(Protocols, Source, Vec<Ipv4Addr>)> {
+    if svc["spec"]["type"] != "LoadBalancer" || object::is_deleting(svc) {
+        return None;
+    }
+    let selector = svc["spec"]["selector"].as_object()?;
+    let namespace = svc["metadata"]["namespace"].as_str().unwrap_or_default();
+    let source = coredns_behind(state, namespace, selector)?;
+    let mut protocols = Protocols::default();
+    for port in svc["spec"]["ports"].as_array().into_iter().flatten() {
+        if port["port"] != 53 || !reaches_coredns(port) {
             continue;
         }
-        let Some(selector) = svc["spec"]["selector"].as_object() else {
-            continue;
+        match port["protocol"].as_str().unwrap_or("TCP") {
+            "UDP" => protocols.udp = true,
+            "TCP" => protocols.tcp = true,
+            _ => {}
+        }
+    }
+    let ips: Vec<Ipv4Addr> = svc["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|ingress| ingress["ip"].as_str()?.parse::<Ipv4Addr>().ok())
+        .filter(|ip| ip.is_loopback() && range.contains(*ip))
+        .collect();
+    (!ips.is_empty()).then_some((protocols, source, ips))
+}
+
+/// The DNS Services, kept up to date from the change feeds of Services and Deployments, so a write
+/// to any other Service costs one look at that Service.
+struct DnsServices {
+    services: Follower,
+    deployments: Follower,
+    /// LoadBalancer Services with a selector: those a Deployment change may make DNS Services.
+    candidates: BTreeSet<ObjectKey>,
+    contributions: BTreeMap<ObjectKey, (Protocols, Source, Vec<Ipv4Addr>)>,
+}
+
+impl DnsServices {
+    fn new() -> Self {
+        DnsServices {
+            services: Follower::new("services"),
+            deployments: Follower::new("deployments.apps"),
+            candidates: BTreeSet::new(),
+            contributions: BTreeMap::new(),
+        }
+    }
+
+    fn look_at(&mut self, state: &State, key: &ObjectKey, range: &InternalRange) {
+        let svc = state.store.get("services", &key.0, &key.1);
+        let candidate = svc.is_some_and(|svc| {
+            svc["spec"]["type"] == "LoadBalancer" && svc["spec"]["selector"].is_object()
+        });
+        if candidate {
+            self.candidates.insert(key.clone());
+        } else {
+            self.candidates.remove(key);
+        }
+        match svc.and_then(|svc| contribution(state, svc, range)) {
+            Some(c) => self.contributions.insert(key.clone(), c),
+            None => self.contributions.remove(key),
         };
-        let namespace = svc["metadata"]["namespace"].as_str().unwrap_or_default();
-        let Some(source) = coredns_behind(state, namespace, selector) else {
-            continue;
-        };
-        let mut protocols = Protocols::default();
-        for port in svc["spec"]["ports"].as_array().into_iter().flatten() {
-            if port["port"] != 53 || !reaches_coredns(port) {
-                continue;
+    }
+
+    fn sync(&mut self, state: &State, range: &InternalRange) {
+        let services = self.services.poll(&state.store);
+        let deployments = self.deployments.poll(&state.store);
+        match services {
+            Changed::Everything => {
+                self.candidates.clear();
+                self.contributions.clear();
+                let keys: Vec<ObjectKey> = state
+                    .store
+                    .list("services", None)
+                    .map(|svc| {
+                        (
+                            object::namespace(svc).unwrap_or_default().to_string(),
+                            object::name(svc).to_string(),
+                        )
+                    })
+                    .collect();
+                for key in keys {
+                    self.look_at(state, &key, range);
+                }
+                return;
             }
-            match port["protocol"].as_str().unwrap_or("TCP") {
-                "UDP" => protocols.udp = true,
-                "TCP" => protocols.tcp = true,
-                _ => {}
+            Changed::Only(keys) => {
+                for key in keys {
+                    self.look_at(state, &key, range);
+                }
             }
         }
-        for ingress in svc["status"]["loadBalancer"]["ingress"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let Some(ip) = ingress["ip"]
-                .as_str()
-                .and_then(|s| s.parse::<Ipv4Addr>().ok())
-            else {
-                continue;
-            };
-            if ip.is_loopback() && range.contains(ip) {
+        // Which CoreDNS runs behind a Service is the Deployments' doing.
+        if deployments != Changed::Only(BTreeSet::new()) {
+            let candidates: Vec<ObjectKey> = self.candidates.iter().cloned().collect();
+            for key in candidates {
+                self.look_at(state, &key, range);
+            }
+        }
+    }
+
+    /// The IPs to listen on: every DNS Service's ingress IP in the range on loopback, with the
+    /// CoreDNS behind it (the first Service in storage order names it when several share an IP).
+    fn endpoints(&self) -> HashMap<Ipv4Addr, (Protocols, Source)> {
+        let mut out: HashMap<Ipv4Addr, (Protocols, Source)> = HashMap::new();
+        for (protocols, source, ips) in self.contributions.values() {
+            for ip in ips {
                 let entry = out
-                    .entry(ip)
+                    .entry(*ip)
                     .or_insert((Protocols::default(), source.clone()));
                 entry.0.udp |= protocols.udp;
                 entry.0.tcp |= protocols.tcp;
             }
         }
+        out
     }
-    out
 }
 
 struct Listening {
@@ -523,9 +600,14 @@ struct Listening {
 pub async fn run(api: Arc<ApiServer>, range: InternalRange, mut shutdown: watch::Receiver<bool>) {
     let mut changes = api.subscribe();
     let mut listening: HashMap<Ipv4Addr, Listening> = HashMap::new();
+    let mut dns_services = DnsServices::new();
     loop {
         changes.borrow_and_update();
-        let wanted = endpoints(&api.lock(), &range);
+        let wanted = {
+            let state = api.lock();
+            dns_services.sync(&state, &range);
+            dns_services.endpoints()
+        };
         let stale: Vec<Ipv4Addr> = listening
             .iter()
             .filter(|(ip, l)| wanted.get(ip) != Some(&l.wanted))

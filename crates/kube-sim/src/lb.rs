@@ -10,14 +10,20 @@
 //! Services that share a static IP on different ports share the frontend, as Azure allows.
 //!
 //! The IPs already in Service status are the allocation table, so an IP stays stable while the
-//! Service's settings allow it. A pass plans every Service from one look at the store (without copying
-//! the Services), then carries the plan out in order; a Service that changed meanwhile is planned again.
+//! Service's settings allow it. Like the real controller it follows the Services through their change
+//! feed (an informer), looking at everything again only when the feed no longer reaches back (410):
+//! between passes it keeps which addresses are taken and which Services are open (waiting for a load
+//! balancer, failing, or to be released), so a pass looks only at those, never at settled ones. A pass
+//! plans the open Services from one look at the store, then carries the plan out in order; a Service
+//! that changed meanwhile is planned again.
 
 use crate::apiserver::{ApiServer, Target, Write, WriteOptions};
 use crate::object;
+use crate::occupancy::Occupancy;
 use crate::patch::PatchType;
+use crate::store::{Changed, Follower, ObjectKey, Store};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -175,18 +181,19 @@ impl Pool {
         u32::from(ip) & mask == u32::from(self.network)
     }
 
-    /// The first free address at or after `*cursor`; moves the cursor past it, so allocating many
-    /// addresses in one pass stays linear.
-    fn next_free(&self, used: &HashSet<Ipv4Addr>, cursor: &mut u32) -> Option<Ipv4Addr> {
-        let size = 1u32 << (32 - self.prefix);
-        let start = (*cursor).max(self.first_host);
-        let found = (start..size - 1)
-            .map(|i| (i, Ipv4Addr::from(u32::from(self.network) + i)))
-            .find(|(_, ip)| !used.contains(ip));
-        found.map(|(i, ip)| {
-            *cursor = i + 1;
-            ip
-        })
+    fn size(&self) -> u32 {
+        1u32 << (32 - self.prefix)
+    }
+
+    fn offset(&self, ip: Ipv4Addr) -> Option<u32> {
+        self.contains(ip)
+            .then(|| u32::from(ip) - u32::from(self.network))
+    }
+
+    /// The lowest free address (the network's last, its broadcast, is never handed out).
+    fn next_free(&self, used: &Occupancy) -> Option<Ipv4Addr> {
+        let offset = used.first_free(self.first_host, self.size().checked_sub(2)?)?;
+        Some(Ipv4Addr::from(u32::from(self.network) + offset))
     }
 }
 
@@ -194,9 +201,10 @@ pub async fn run(api: Arc<ApiServer>, opts: Options, mut shutdown: watch::Receiv
     let mut changes = api.subscribe();
     // The failure last reported for each Service (by uid), so an unchanged failure is reported once.
     let mut reported: HashMap<String, String> = HashMap::new();
+    let mut known = Known::new(&opts);
     loop {
         changes.borrow_and_update();
-        for work in plan(&api, &opts, &mut reported) {
+        for work in plan(&api, &opts, &mut known, &mut reported) {
             if let Some(event) = work.starting_event() {
                 record_event(&api, &work, "Normal", event.0, event.1);
             }
@@ -394,72 +402,243 @@ impl Work {
     }
 }
 
-/// Decides, from one look at the store, what every Service needs, in the order the Services last
-/// changed. Forgets reported failures that are over.
-fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>) -> Vec<Work> {
-    let internal = internal_pool(opts);
-    let state = api.lock();
-    let mut services: Vec<&Value> = state.store.list("services", None).collect();
-    services.sort_by_key(|s| resource_version(s));
-    let balanced: Vec<&Value> = services
-        .iter()
-        .copied()
-        .filter(|s| wants_load_balancer(s))
-        .collect();
+/// What the allocator keeps of one Service between passes.
+struct Seen {
+    rv: u64,
+    uid: String,
+    /// The address it keeps while its settings allow it (LoadBalancer Services only).
+    kept: Option<Ipv4Addr>,
+    /// Addresses dynamic allocation must not hand out: its kept and static IPs.
+    reserved: Vec<Ipv4Addr>,
+    /// Whether a pass must look at it: it waits for a load balancer, fails, or is to be released.
+    open: bool,
+    balanced: bool,
+}
 
-    // IPs that stay: each Service's current one while its settings allow it. Static IPs are never
-    // handed out dynamically.
-    let kept: Vec<Option<Ipv4Addr>> = balanced
-        .iter()
-        .map(|s| {
-            current_ip(s)
-                .filter(|ip| pool(s, &internal).contains(*ip))
-                .filter(|ip| static_ip(s).is_none_or(|wanted| wanted == *ip))
-        })
-        .collect();
-    let mut used: HashSet<Ipv4Addr> = kept.iter().flatten().copied().collect();
-    used.extend(balanced.iter().filter_map(|s| static_ip(s)));
-    let mut holders: HashMap<Ipv4Addr, Vec<usize>> = HashMap::new();
-    for (i, ip) in kept.iter().enumerate() {
-        if let Some(ip) = ip {
-            holders.entry(*ip).or_default().push(i);
+/// What the allocator knows of the Services, kept up to date from their change feed.
+struct Known {
+    feed: Follower,
+    services: HashMap<ObjectKey, Seen>,
+    /// The open Services, in the order they last changed.
+    open: BTreeMap<u64, ObjectKey>,
+    /// The Services keeping each address, in the order they last changed.
+    holders: HashMap<Ipv4Addr, BTreeMap<u64, ObjectKey>>,
+    internal: Pool,
+    internal_used: Occupancy,
+    public_used: Occupancy,
+}
+
+impl Known {
+    fn new(opts: &Options) -> Self {
+        let internal = internal_pool(opts);
+        Known {
+            feed: Follower::new("services"),
+            services: HashMap::new(),
+            open: BTreeMap::new(),
+            holders: HashMap::new(),
+            internal_used: Occupancy::new(internal.size()),
+            public_used: Occupancy::new(PUBLIC.size()),
+            internal,
         }
     }
-    let (mut internal_cursor, mut public_cursor) = (0, 0);
 
+    /// The pool an address is in, with what is taken there.
+    fn used_at(&mut self, ip: Ipv4Addr) -> Option<(&mut Occupancy, u32)> {
+        if let Some(offset) = self.internal.offset(ip) {
+            return Some((&mut self.internal_used, offset));
+        }
+        PUBLIC
+            .offset(ip)
+            .map(|offset| (&mut self.public_used, offset))
+    }
+
+    fn reserve(&mut self, ip: Ipv4Addr) {
+        if let Some((used, offset)) = self.used_at(ip) {
+            used.insert(offset);
+        }
+    }
+
+    fn unreserve(&mut self, ip: Ipv4Addr) {
+        if let Some((used, offset)) = self.used_at(ip) {
+            used.remove(offset);
+        }
+    }
+
+    /// Catches up with the store; forgets reported failures that are over.
+    fn sync(&mut self, store: &Store, opts: &Options, reported: &mut HashMap<String, String>) {
+        match self.feed.poll(store) {
+            Changed::Everything => {
+                let keys: Vec<ObjectKey> = self.services.keys().cloned().collect();
+                for key in keys {
+                    self.forget(&key);
+                }
+                for svc in store.list("services", None) {
+                    self.learn(svc, opts);
+                }
+                let waiting: HashSet<&str> = self
+                    .services
+                    .values()
+                    .filter(|s| s.balanced && s.open)
+                    .map(|s| s.uid.as_str())
+                    .collect();
+                reported.retain(|uid, _| waiting.contains(uid.as_str()));
+            }
+            Changed::Only(keys) => {
+                for key in keys {
+                    let before = self.forget(&key);
+                    let after = store
+                        .get("services", &key.0, &key.1)
+                        .map(|svc| self.learn(svc, opts));
+                    if let Some(before) = before {
+                        if after.is_none_or(|(uid, balanced, open)| {
+                            uid != before.uid || !(balanced && open)
+                        }) {
+                            reported.remove(&before.uid);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &ObjectKey) -> Option<Seen> {
+        let seen = self.services.remove(key)?;
+        if seen.open {
+            self.open.remove(&seen.rv);
+        }
+        if let Some(ip) = seen.kept {
+            if let Some(holders) = self.holders.get_mut(&ip) {
+                holders.remove(&seen.rv);
+                if holders.is_empty() {
+                    self.holders.remove(&ip);
+                }
+            }
+        }
+        for ip in &seen.reserved {
+            self.unreserve(*ip);
+        }
+        Some(seen)
+    }
+
+    /// Records a stored Service; returns its uid, whether it wants a load balancer and whether it
+    /// is open.
+    fn learn(&mut self, svc: &Value, opts: &Options) -> (String, bool, bool) {
+        let key = (
+            object::namespace(svc).unwrap_or_default().to_string(),
+            object::name(svc).to_string(),
+        );
+        let rv = resource_version(svc);
+        let balanced = wants_load_balancer(svc);
+        let (kept, open) = if balanced {
+            // The IP that stays: its current one while its settings allow it. Static IPs are never
+            // handed out dynamically.
+            let kept = current_ip(svc)
+                .filter(|ip| pool(svc, &self.internal).contains(*ip))
+                .filter(|ip| static_ip(svc).is_none_or(|wanted| wanted == *ip));
+            let settled = kept.is_some()
+                && svc["status"]["loadBalancer"]["ingress"]
+                    .as_array()
+                    .map(Vec::len)
+                    == Some(1)
+                && subnet_error(svc, &opts.subnets).is_none()
+                && static_ip_error(svc, opts).is_none();
+            (kept, !settled)
+        } else {
+            (None, !svc["status"]["loadBalancer"]["ingress"].is_null())
+        };
+        let mut reserved: Vec<Ipv4Addr> = kept.into_iter().collect();
+        if let Some(ip) = static_ip(svc).filter(|ip| balanced && kept != Some(*ip)) {
+            reserved.push(ip);
+        }
+        for ip in &reserved {
+            self.reserve(*ip);
+        }
+        if let Some(ip) = kept {
+            self.holders.entry(ip).or_default().insert(rv, key.clone());
+        }
+        if open {
+            self.open.insert(rv, key.clone());
+        }
+        let uid = uid(svc).to_string();
+        self.services.insert(
+            key,
+            Seen {
+                rv,
+                uid: uid.clone(),
+                kept,
+                reserved,
+                open,
+                balanced,
+            },
+        );
+        (uid, balanced, open)
+    }
+}
+
+/// Decides, from one look at the store, what every open Service needs, in the order the Services
+/// last changed. Forgets reported failures that are over.
+fn plan(
+    api: &ApiServer,
+    opts: &Options,
+    known: &mut Known,
+    reported: &mut HashMap<String, String>,
+) -> Vec<Work> {
+    let state = api.lock();
+    known.sync(&state.store, opts, reported);
+    let service = |key: &ObjectKey| state.store.get("services", &key.0, &key.1);
+    // Addresses handed out in this pass, and Services that joined a static IP's frontend.
+    let mut handed_out: Vec<Ipv4Addr> = Vec::new();
+    let mut joined: HashMap<Ipv4Addr, Vec<ObjectKey>> = HashMap::new();
     let mut work = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, svc) in balanced.iter().enumerate() {
-        seen.insert(uid(svc).to_string());
+    let open: Vec<ObjectKey> = known.open.values().cloned().collect();
+    for key in &open {
+        let Some(svc) = service(key) else { continue };
+        if !wants_load_balancer(svc) {
+            work.push(work_for(svc, Action::Release));
+            continue;
+        }
+        let kept = known.services.get(key).and_then(|s| s.kept);
         let outcome = if let Some(message) = subnet_error(svc, &opts.subnets) {
             Err(message)
         } else if let Some(message) = static_ip_error(svc, opts) {
             Err(message)
-        } else if let Some(ip) = kept[i] {
+        } else if let Some(ip) = kept {
             Ok(ip)
         } else if let Some(ip) = static_ip(svc) {
-            let sharing = holders.get(&ip).into_iter().flatten().filter(|j| **j != i);
+            let sharing = known
+                .holders
+                .get(&ip)
+                .into_iter()
+                .flat_map(|holders| holders.values())
+                .chain(joined.get(&ip).into_iter().flatten())
+                .filter(|holder| *holder != key);
             match sharing
-                .filter_map(|j| port_conflict(svc, balanced[*j]))
-                .next()
+                .filter_map(&service)
+                .find_map(|holder| port_conflict(svc, holder))
             {
                 Some(message) => Err(message),
                 None => {
-                    holders.entry(ip).or_default().push(i);
+                    joined.entry(ip).or_default().push(key.clone());
                     Ok(ip)
                 }
             }
         } else {
-            let cursor = if is_internal(svc) {
-                &mut internal_cursor
+            let pool = if is_internal(svc) {
+                &known.internal
             } else {
-                &mut public_cursor
+                &PUBLIC
             };
-            let Some(ip) = pool(svc, &internal).next_free(&used, cursor) else {
+            let used = if is_internal(svc) {
+                &known.internal_used
+            } else {
+                &known.public_used
+            };
+            let Some(ip) = pool.next_free(used) else {
                 continue;
             };
-            used.insert(ip);
-            holders.entry(ip).or_default().push(i);
+            known.reserve(ip);
+            handed_out.push(ip);
+            joined.entry(ip).or_default().push(key.clone());
             Ok(ip)
         };
         let action = match outcome {
@@ -482,17 +661,13 @@ fn plan(api: &ApiServer, opts: &Options, reported: &mut HashMap<String, String>)
                 Action::Fail(message)
             }
         };
-        work.push((resource_version(svc), work_for(svc, action)));
+        work.push(work_for(svc, action));
     }
-    for svc in services
-        .iter()
-        .filter(|s| !wants_load_balancer(s) && !s["status"]["loadBalancer"]["ingress"].is_null())
-    {
-        work.push((resource_version(svc), work_for(svc, Action::Release)));
+    // What this pass handed out is taken once the Services' status says so.
+    for ip in handed_out {
+        known.unreserve(ip);
     }
-    reported.retain(|uid, _| seen.contains(uid));
-    work.sort_by_key(|(rv, _)| *rv);
-    work.into_iter().map(|(_, w)| w).collect()
+    work
 }
 
 fn work_for(svc: &Value, action: Action) -> Work {
@@ -590,10 +765,10 @@ fn record_event(api: &ApiServer, work: &Work, type_: &str, reason: &str, message
     let repeat = api
         .lock()
         .store
-        .list(&events.resource.storage_key(), Some(&work.namespace))
+        .events_regarding(&work.uid)
+        .filter(|e| object::namespace(e) == Some(work.namespace.as_str()))
         .find(|e| {
-            e["involvedObject"]["uid"] == work.uid.as_str()
-                && e["type"] == type_
+            e["type"] == type_
                 && e["reason"] == reason
                 && e["message"] == message
                 && e["source"]["component"] == EVENT_SOURCE
@@ -656,20 +831,37 @@ mod tests {
     fn pools() {
         assert!(INTERNAL.contains(Ipv4Addr::new(10, 240, 3, 9)));
         assert!(!INTERNAL.contains(Ipv4Addr::new(10, 241, 0, 1)));
-        let used = HashSet::from([Ipv4Addr::new(10, 240, 0, 4)]);
-        let mut cursor = 0;
+        let mut used = Occupancy::new(INTERNAL.size());
+        used.insert(4);
         assert_eq!(
-            INTERNAL.next_free(&used, &mut cursor),
+            INTERNAL.next_free(&used),
             Some(Ipv4Addr::new(10, 240, 0, 5))
         );
+        used.insert(5);
         assert_eq!(
-            INTERNAL.next_free(&used, &mut cursor),
+            INTERNAL.next_free(&used),
             Some(Ipv4Addr::new(10, 240, 0, 6))
         );
         assert_eq!(
-            PUBLIC.next_free(&HashSet::new(), &mut 0),
+            PUBLIC.next_free(&Occupancy::new(PUBLIC.size())),
             Some(Ipv4Addr::new(20, 50, 0, 4))
         );
+        // A /24: .4 to .254; the broadcast address is never handed out.
+        let small = Pool {
+            network: Ipv4Addr::new(127, 100, 0, 0),
+            prefix: 24,
+            ..INTERNAL
+        };
+        let mut used = Occupancy::new(small.size());
+        for host in 4..254 {
+            used.insert(host);
+        }
+        assert_eq!(
+            small.next_free(&used),
+            Some(Ipv4Addr::new(127, 100, 0, 254))
+        );
+        used.insert(254);
+        assert_eq!(small.next_free(&used), None);
     }
 
     #[test]

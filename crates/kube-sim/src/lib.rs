@@ -31,6 +31,7 @@ mod http;
 mod lb;
 mod limits;
 mod object;
+mod occupancy;
 mod openapi;
 mod patch;
 mod protobuf;

@@ -2,6 +2,7 @@
 //! does itself on type transitions (`dropTypeDependentFields`), and `ValidateService` for the rules we rely on.
 
 use crate::error::Cause;
+use crate::occupancy::Occupancy;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -102,70 +103,152 @@ pub fn apply_defaults(svc: &mut Value) {
     }
 }
 
-/// What other Services already hold, for allocation and "already allocated" checks.
+/// A Service's ClusterIP as an offset in the range, when it holds one there.
+fn cluster_ip_offset(ip: &str) -> Option<u32> {
+    let ip: Ipv4Addr = ip.parse().ok()?;
+    u32::from(ip)
+        .checked_sub(u32::from(CLUSTER_IP_BASE))
+        .filter(|off| *off < CLUSTER_IP_RANGE)
+}
+
+/// What one Service holds: its ClusterIP (as an offset in the range) and its node ports (health
+/// check node port included), each as often as the Service names it.
+fn held(svc: &Value) -> (Option<u32>, Vec<u32>) {
+    let ip = spec(svc)["clusterIP"].as_str().and_then(cluster_ip_offset);
+    let mut node_ports: Vec<u32> = ports(svc)
+        .iter()
+        .map(node_port)
+        .chain(spec(svc)["healthCheckNodePort"].as_u64())
+        .filter(|p| *p != 0)
+        .filter_map(|p| u32::try_from(p).ok())
+        .collect();
+    node_ports.sort_unstable();
+    (ip, node_ports)
+}
+
+/// What every stored Service holds, kept up to date as Services are stored and removed, so that
+/// allocating never looks at the other Services.
 #[derive(Debug)]
-pub struct Allocated {
-    pub cluster_ips: HashSet<String>,
-    pub node_ports: HashSet<u64>,
+pub struct Holdings {
+    cluster_ips: Occupancy,
+    node_ports: Occupancy,
+}
+
+impl Default for Holdings {
+    fn default() -> Self {
+        Holdings {
+            cluster_ips: Occupancy::new(CLUSTER_IP_RANGE),
+            node_ports: Occupancy::new(1 << 16),
+        }
+    }
+}
+
+impl Holdings {
+    pub fn add(&mut self, svc: &Value) {
+        let (ip, node_ports) = held(svc);
+        if let Some(ip) = ip {
+            self.cluster_ips.insert(ip);
+        }
+        for port in node_ports {
+            self.node_ports.insert(port);
+        }
+    }
+
+    pub fn remove(&mut self, svc: &Value) {
+        let (ip, node_ports) = held(svc);
+        if let Some(ip) = ip {
+            self.cluster_ips.remove(ip);
+        }
+        for port in node_ports {
+            self.node_ports.remove(port);
+        }
+    }
+
+    /// The view one write of a Service has: `live` is its stored version, whose holdings are its own
+    /// and not "another Service's".
+    pub fn for_write<'a>(
+        &'a self,
+        live: Option<&Value>,
+        node_port_range: std::ops::RangeInclusive<u64>,
+    ) -> Allocated<'a> {
+        let (own_ip, own_node_ports) = live.map(held).unwrap_or_default();
+        Allocated {
+            holdings: self,
+            own_ip,
+            own_node_ports,
+            taken_ips: Vec::new(),
+            taken_node_ports: Vec::new(),
+            node_port_range,
+        }
+    }
+}
+
+/// What other Services hold, for "already allocated" checks, and what is free, for allocation.
+#[derive(Debug)]
+pub struct Allocated<'a> {
+    holdings: &'a Holdings,
+    own_ip: Option<u32>,
+    own_node_ports: Vec<u32>,
+    /// Taken by this write: what its spec names and what was allocated for it.
+    taken_ips: Vec<u32>,
+    taken_node_ports: Vec<u32>,
     /// `--service-node-port-range`.
     pub node_port_range: std::ops::RangeInclusive<u64>,
 }
 
-impl Default for Allocated {
-    fn default() -> Self {
-        Allocated {
-            cluster_ips: HashSet::new(),
-            node_ports: HashSet::new(),
-            node_port_range: DEFAULT_NODE_PORTS,
-        }
+impl Allocated<'_> {
+    fn cluster_ip_held_by_others(&self, ip: &str) -> bool {
+        cluster_ip_offset(ip).is_some_and(|off| {
+            self.holdings.cluster_ips.count(off) > u32::from(self.own_ip == Some(off))
+        })
     }
-}
 
-impl Allocated {
-    pub fn from_services<'a>(
-        services: impl Iterator<Item = &'a Value>,
-        node_port_range: std::ops::RangeInclusive<u64>,
-    ) -> Self {
-        let mut out = Allocated {
-            node_port_range,
-            ..Allocated::default()
-        };
-        for svc in services {
-            if let Some(ip) = spec(svc)["clusterIP"]
-                .as_str()
-                .filter(|ip| !ip.is_empty() && *ip != "None")
-            {
-                out.cluster_ips.insert(ip.to_string());
+    fn node_port_held_by_others(&self, port: u64) -> bool {
+        u32::try_from(port).is_ok_and(|port| {
+            let own = self.own_node_ports.iter().filter(|p| **p == port).count();
+            self.holdings.node_ports.count(port) as usize > own
+        })
+    }
+
+    /// The lowest free number in `from..=to`: held by no stored Service (this one's stored version
+    /// included, as the apiserver releases what an update gives up only after it), nor taken by this
+    /// write.
+    fn lowest_free(space: &Occupancy, taken: &[u32], from: u32, to: u32) -> Option<u32> {
+        let mut from = from;
+        loop {
+            let n = space.first_free(from, to)?;
+            if !taken.contains(&n) {
+                return Some(n);
             }
-            out.node_ports
-                .extend(ports(svc).iter().map(node_port).filter(|p| *p != 0));
-            if let Some(hc) = spec(svc)["healthCheckNodePort"].as_u64() {
-                out.node_ports.insert(hc);
-            }
+            from = n.checked_add(1)?;
         }
-        out
     }
 
     fn next_cluster_ip(&mut self) -> Option<String> {
         // .0 is the network, .1 is the `kubernetes` Service on a real cluster.
-        (10..CLUSTER_IP_RANGE - 1)
-            .map(|i| Ipv4Addr::from(u32::from(CLUSTER_IP_BASE) + i).to_string())
-            .find(|ip| {
-                let free = !self.cluster_ips.contains(ip);
-                if free {
-                    self.cluster_ips.insert(ip.clone());
-                }
-                free
-            })
+        let off = Self::lowest_free(
+            &self.holdings.cluster_ips,
+            &self.taken_ips,
+            10,
+            CLUSTER_IP_RANGE - 2,
+        )?;
+        self.taken_ips.push(off);
+        Some(Ipv4Addr::from(u32::from(CLUSTER_IP_BASE) + off).to_string())
     }
 
     fn next_node_port(&mut self) -> Option<u64> {
-        let port = self
-            .node_port_range
-            .clone()
-            .find(|p| !self.node_ports.contains(p))?;
-        self.node_ports.insert(port);
-        Some(port)
+        let (start, end) = (
+            u32::try_from(*self.node_port_range.start()).ok()?,
+            u32::try_from(*self.node_port_range.end()).unwrap_or(u32::MAX),
+        );
+        let port = Self::lowest_free(
+            &self.holdings.node_ports,
+            &self.taken_node_ports,
+            start,
+            end,
+        )?;
+        self.taken_node_ports.push(port);
+        Some(u64::from(port))
     }
 }
 
@@ -174,7 +257,7 @@ impl Allocated {
 pub fn prepare(
     svc: &mut Value,
     old: Option<&Value>,
-    mut allocated: Allocated,
+    mut allocated: Allocated<'_>,
 ) -> Result<(), Vec<Cause>> {
     if let Some(old) = old {
         patch_allocated_values(svc, old);
@@ -354,7 +437,7 @@ fn validate(svc: &Value, old: Option<&Value>, allocated: &Allocated) -> Vec<Caus
     } else if !cluster_ip.is_empty() && cluster_ip != "None" && ty != "ExternalName" {
         match cluster_ip.parse::<Ipv4Addr>() {
             Ok(ip) if u32::from(ip).checked_sub(u32::from(CLUSTER_IP_BASE)).is_some_and(|off| off < CLUSTER_IP_RANGE) => {
-                if allocated.cluster_ips.contains(cluster_ip) {
+                if allocated.cluster_ip_held_by_others(cluster_ip) {
                     causes.push(Cause::invalid(
                         "spec.clusterIPs",
                         &json!([cluster_ip]),
@@ -481,7 +564,7 @@ fn validate_ports(
                     allocated.node_port_range.end()
                 ),
             ));
-        } else if allocated.node_ports.contains(&np) && !old_node_ports.contains(&np) {
+        } else if allocated.node_port_held_by_others(np) && !old_node_ports.contains(&np) {
             causes.push(Cause::invalid(
                 format!("{path}.nodePort"),
                 &json!(np),
@@ -514,6 +597,8 @@ fn allocate(svc: &mut Value, allocated: &mut Allocated) -> Result<(), Vec<Cause>
         spec.entry("ipFamilies").or_insert(json!(["IPv4"]));
         spec.entry("ipFamilyPolicy").or_insert(json!("SingleStack"));
     }
+    // What the Service names itself is not free for its other ports.
+    allocated.taken_node_ports.extend(held(svc).1);
     if needs_node_port(svc) {
         let count = ports(svc).len();
         for i in 0..count {
@@ -540,10 +625,15 @@ fn allocate(svc: &mut Value, allocated: &mut Allocated) -> Result<(), Vec<Cause>
 mod tests {
     use super::*;
 
+    fn none() -> Allocated<'static> {
+        static EMPTY: std::sync::LazyLock<Holdings> = std::sync::LazyLock::new(Holdings::default);
+        EMPTY.for_write(None, DEFAULT_NODE_PORTS)
+    }
+
     fn created(spec: Value) -> Value {
         let mut svc = json!({"metadata": {"name": "s"}, "spec": spec});
         apply_defaults(&mut svc);
-        prepare(&mut svc, None, Allocated::default()).unwrap();
+        prepare(&mut svc, None, none()).unwrap();
         svc
     }
 
@@ -569,10 +659,12 @@ mod tests {
         let mut new = old.clone();
         new["spec"]["type"] = json!("ClusterIP");
         apply_defaults(&mut new);
+        let mut holdings = Holdings::default();
+        holdings.add(&old);
         prepare(
             &mut new,
             Some(&old),
-            Allocated::from_services([&old].into_iter(), DEFAULT_NODE_PORTS),
+            holdings.for_write(Some(&old), DEFAULT_NODE_PORTS),
         )
         .unwrap();
         assert!(new["spec"]["ports"][0].get("nodePort").is_none());
@@ -588,7 +680,7 @@ mod tests {
         );
         let mut new = old.clone();
         new["spec"]["type"] = json!("ClusterIP");
-        let causes = prepare(&mut new, Some(&old), Allocated::default()).unwrap_err();
+        let causes = prepare(&mut new, Some(&old), none()).unwrap_err();
         assert_eq!(
             causes[0].to_line(),
             "spec.loadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"
@@ -596,7 +688,7 @@ mod tests {
         let mut headless =
             json!({"spec": {"type": "LoadBalancer", "clusterIP": "None", "ports": [{"port": 80}]}});
         apply_defaults(&mut headless);
-        let causes = prepare(&mut headless, None, Allocated::default()).unwrap_err();
+        let causes = prepare(&mut headless, None, none()).unwrap_err();
         assert!(causes[0]
             .to_line()
             .contains("may not be set to 'None' for LoadBalancer services"));

@@ -1,8 +1,17 @@
-//! Object storage with a global resourceVersion counter and a bounded event history that watches replay.
+//! Object storage with a global resourceVersion counter and a bounded event history that watches replay,
+//! and the indexes that keep a write's cost independent of how many objects are stored: uids and owner
+//! references (garbage collection), each namespace's contents, core Events by the object they are
+//! about, and what Services hold (ClusterIPs, node ports).
 
+use crate::object;
+use crate::service::Holdings;
 use serde_json::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 use std::sync::Arc;
+
+const SERVICES: &str = "services";
+const CORE_EVENTS: &str = "events";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventType {
@@ -26,6 +35,9 @@ pub struct StoredEvent {
 /// `(namespace, name)`; the namespace is empty for cluster-scoped objects.
 pub type ObjectKey = (String, String);
 
+/// An object's place in the store: storage key, then `(namespace, name)`.
+pub type StoredKey = (String, ObjectKey);
+
 #[derive(Debug)]
 pub struct Store {
     rv: u64,
@@ -34,6 +46,106 @@ pub struct Store {
     history_limit: usize,
     /// Events up to and including this resourceVersion have been dropped from the history.
     compacted_rv: u64,
+    index: Index,
+}
+
+/// Derived from `objects`; changed only where `objects` is.
+#[derive(Debug, Default)]
+struct Index {
+    uids: HashSet<String>,
+    /// The objects that name each uid in their ownerReferences.
+    dependents: HashMap<String, BTreeSet<StoredKey>>,
+    /// `(storage key, name)` of the objects in each namespace.
+    namespaces: HashMap<String, BTreeSet<(String, String)>>,
+    /// Core Events by `involvedObject.uid`.
+    events_regarding: HashMap<String, BTreeSet<ObjectKey>>,
+    services: Holdings,
+}
+
+fn uid(obj: &Value) -> Option<&str> {
+    object::meta_str(obj, "uid").filter(|u| !u.is_empty())
+}
+
+fn owner_uids(obj: &Value) -> impl Iterator<Item = &str> {
+    object::meta(obj)
+        .and_then(|m| m.get("ownerReferences"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+fn event_subject(event: &Value) -> Option<&str> {
+    event["involvedObject"]["uid"].as_str()
+}
+
+impl Index {
+    fn forget(&mut self, storage_key: &str, key: &ObjectKey, old: &Value) {
+        if let Some(uid) = uid(old) {
+            self.uids.remove(uid);
+        }
+        let stored_key = (storage_key.to_string(), key.clone());
+        for owner in owner_uids(old) {
+            if let Some(deps) = self.dependents.get_mut(owner) {
+                deps.remove(&stored_key);
+                if deps.is_empty() {
+                    self.dependents.remove(owner);
+                }
+            }
+        }
+        if !key.0.is_empty() {
+            if let Some(contents) = self.namespaces.get_mut(&key.0) {
+                contents.remove(&(storage_key.to_string(), key.1.clone()));
+                if contents.is_empty() {
+                    self.namespaces.remove(&key.0);
+                }
+            }
+        }
+        match storage_key {
+            SERVICES => self.services.remove(old),
+            CORE_EVENTS => {
+                if let Some(subject) = event_subject(old) {
+                    if let Some(events) = self.events_regarding.get_mut(subject) {
+                        events.remove(key);
+                        if events.is_empty() {
+                            self.events_regarding.remove(subject);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn learn(&mut self, storage_key: &str, key: &ObjectKey, new: &Value) {
+        if let Some(uid) = uid(new) {
+            self.uids.insert(uid.to_string());
+        }
+        for owner in owner_uids(new) {
+            self.dependents
+                .entry(owner.to_string())
+                .or_default()
+                .insert((storage_key.to_string(), key.clone()));
+        }
+        if !key.0.is_empty() {
+            self.namespaces
+                .entry(key.0.clone())
+                .or_default()
+                .insert((storage_key.to_string(), key.1.clone()));
+        }
+        match storage_key {
+            SERVICES => self.services.add(new),
+            CORE_EVENTS => {
+                if let Some(subject) = event_subject(new) {
+                    self.events_regarding
+                        .entry(subject.to_string())
+                        .or_default()
+                        .insert(key.clone());
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A watch asked to resume from a resourceVersion the history no longer covers.
@@ -51,6 +163,7 @@ impl Store {
             history: VecDeque::new(),
             history_limit,
             compacted_rv: 0,
+            index: Index::default(),
         }
     }
 
@@ -64,25 +177,71 @@ impl Store {
             .get(&(namespace.to_string(), name.to_string()))
     }
 
-    /// Objects of one resource in key order, optionally limited to one namespace.
+    /// Objects of one resource in key order, optionally limited to one namespace (without looking at
+    /// the other namespaces' objects).
     pub fn list<'a>(
         &'a self,
         storage_key: &str,
         namespace: Option<&'a str>,
     ) -> impl Iterator<Item = &'a Value> + 'a {
+        let from = match namespace {
+            Some(ns) => Bound::Included((ns.to_string(), String::new())),
+            None => Bound::Unbounded,
+        };
         self.objects
             .get(storage_key)
             .into_iter()
-            .flat_map(|objs| objs.iter())
-            .filter(move |((ns, _), _)| namespace.is_none_or(|want| ns == want))
+            .flat_map(move |objs| objs.range((from.clone(), Bound::Unbounded)))
+            .take_while(move |((ns, _), _)| namespace.is_none_or(|want| ns == want))
             .map(|(_, v)| v)
     }
 
-    /// Every stored object with its storage key.
-    pub fn all(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.objects
-            .iter()
-            .flat_map(|(key, objs)| objs.values().map(move |v| (key.as_str(), v)))
+    /// Whether an object with this uid is stored.
+    pub fn has_uid(&self, uid: &str) -> bool {
+        self.index.uids.contains(uid)
+    }
+
+    /// The objects whose ownerReferences name `owner_uid`, in storage order.
+    pub fn dependents(&self, owner_uid: &str) -> Vec<StoredKey> {
+        self.index
+            .dependents
+            .get(owner_uid)
+            .map(|deps| deps.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The objects in a namespace, as `(storage key, object)` in storage order.
+    pub fn namespace_contents<'a>(
+        &'a self,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> + 'a {
+        self.index
+            .namespaces
+            .get(namespace)
+            .into_iter()
+            .flatten()
+            .filter_map(move |(storage_key, name)| {
+                let obj = self
+                    .objects
+                    .get(storage_key)?
+                    .get(&(namespace.to_string(), name.clone()))?;
+                Some((storage_key.as_str(), obj))
+            })
+    }
+
+    /// Core Events whose `involvedObject.uid` is `uid`, in storage order.
+    pub fn events_regarding<'a>(&'a self, uid: &str) -> impl Iterator<Item = &'a Value> + 'a {
+        self.index
+            .events_regarding
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| self.objects.get(CORE_EVENTS)?.get(key))
+    }
+
+    /// What the stored Services hold.
+    pub fn service_holdings(&self) -> &Holdings {
+        &self.index.services
     }
 
     /// Stores a new or changed object under the next resourceVersion and records the event.
@@ -94,7 +253,11 @@ impl Store {
             .objects
             .entry(storage_key.to_string())
             .or_default()
-            .insert(key, object.clone());
+            .insert(key.clone(), object.clone());
+        if let Some(previous) = &previous {
+            self.index.forget(storage_key, &key, previous);
+        }
+        self.index.learn(storage_key, &key, &object);
         let kind = if previous.is_some() {
             EventType::Modified
         } else {
@@ -118,6 +281,7 @@ impl Store {
         mut object: Value,
     ) -> Option<Value> {
         let previous = self.objects.get_mut(storage_key)?.remove(key)?;
+        self.index.forget(storage_key, key, &previous);
         self.rv += 1;
         crate::object::meta_mut(&mut object)
             .insert("resourceVersion".into(), Value::String(self.rv.to_string()));
@@ -175,11 +339,57 @@ impl Store {
         let start = self.history.partition_point(|e| e.rv <= rv);
         Ok(self
             .history
-            .iter()
-            .skip(start)
+            .range(start..)
             .filter(|e| e.storage_key == storage_key)
             .cloned()
             .collect())
+    }
+}
+
+/// Follows one resource through the history, as an informer follows its watch: which objects changed
+/// since the last look, or that everything must be looked at again (the first look, or a history that
+/// no longer reaches back that far, as an informer relists after a 410).
+#[derive(Debug)]
+pub struct Follower {
+    storage_key: String,
+    seen: Option<u64>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Changed {
+    Everything,
+    /// The keys of the objects written or removed since the last look.
+    Only(BTreeSet<ObjectKey>),
+}
+
+impl Follower {
+    pub fn new(storage_key: &str) -> Self {
+        Follower {
+            storage_key: storage_key.to_string(),
+            seen: None,
+        }
+    }
+
+    pub fn poll(&mut self, store: &Store) -> Changed {
+        let changed = match self.seen {
+            None => Changed::Everything,
+            Some(rv) => match store.events_since(&self.storage_key, rv) {
+                Err(_) => Changed::Everything,
+                Ok(events) => Changed::Only(
+                    events
+                        .iter()
+                        .map(|e| {
+                            (
+                                object::namespace(&e.object).unwrap_or_default().to_string(),
+                                object::name(&e.object).to_string(),
+                            )
+                        })
+                        .collect(),
+                ),
+            },
+        };
+        self.seen = Some(store.current_rv());
+        changed
     }
 }
 
@@ -236,5 +446,97 @@ mod tests {
         assert!(store.events_since("configmaps", 3).unwrap().is_empty());
         store.put("configmaps", key("3"), json!({"metadata": {}}));
         assert_eq!(store.events_since("configmaps", 3).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn namespace_lists_and_indexes_follow_writes_and_removals() {
+        let mut store = Store::new(100);
+        let owner = json!({"metadata": {"name": "o", "namespace": "a", "uid": "u-owner"}});
+        let dependent = |ns: &str, name: &str| {
+            json!({"metadata": {"name": name, "namespace": ns, "uid": format!("u-{name}"),
+                "ownerReferences": [{"uid": "u-owner"}]}})
+        };
+        store.put("configmaps", ("a".into(), "o".into()), owner);
+        store.put(
+            "configmaps",
+            ("b".into(), "d1".into()),
+            dependent("b", "d1"),
+        );
+        store.put("secrets", ("a".into(), "d2".into()), dependent("a", "d2"));
+        store.put(
+            "configmaps",
+            ("c".into(), "x".into()),
+            json!({"metadata": {"name": "x", "namespace": "c"}}),
+        );
+        let names = |ns| -> Vec<String> {
+            store
+                .list("configmaps", Some(ns))
+                .map(|o| object::name(o).to_string())
+                .collect()
+        };
+        assert_eq!(
+            (names("a"), names("b"), names("bb")),
+            (vec!["o".to_string()], vec!["d1".to_string()], vec![])
+        );
+        assert!(store.has_uid("u-owner"));
+        assert_eq!(
+            store.dependents("u-owner"),
+            vec![
+                (
+                    "configmaps".to_string(),
+                    ("b".to_string(), "d1".to_string())
+                ),
+                ("secrets".to_string(), ("a".to_string(), "d2".to_string())),
+            ]
+        );
+        let in_a: Vec<(&str, &str)> = store
+            .namespace_contents("a")
+            .map(|(k, o)| (k, object::name(o)))
+            .collect();
+        assert_eq!(in_a, vec![("configmaps", "o"), ("secrets", "d2")]);
+
+        // An update that drops the owner reference, and removals.
+        store.put(
+            "secrets",
+            ("a".into(), "d2".into()),
+            json!({"metadata": {"name": "d2", "namespace": "a", "uid": "u-d2"}}),
+        );
+        store.remove("configmaps", &("a".into(), "o".into()));
+        assert!(!store.has_uid("u-owner") && store.has_uid("u-d2"));
+        assert_eq!(store.dependents("u-owner").len(), 1);
+        let in_a: Vec<&str> = store
+            .namespace_contents("a")
+            .map(|(_, o)| object::name(o))
+            .collect();
+        assert_eq!(in_a, vec!["d2"]);
+    }
+
+    #[test]
+    fn a_follower_sees_changed_keys_or_everything_after_compaction() {
+        let mut store = Store::new(3);
+        let mut follower = Follower::new("configmaps");
+        assert_eq!(follower.poll(&store), Changed::Everything);
+        store.put(
+            "configmaps",
+            key("a"),
+            json!({"metadata": {"name": "a", "namespace": "ns"}}),
+        );
+        store.put(
+            "secrets",
+            key("s"),
+            json!({"metadata": {"name": "s", "namespace": "ns"}}),
+        );
+        store.remove("configmaps", &key("a"));
+        assert_eq!(
+            follower.poll(&store),
+            Changed::Only(BTreeSet::from([key("a")]))
+        );
+        assert_eq!(follower.poll(&store), Changed::Only(BTreeSet::new()));
+        for i in 0..4 {
+            store.put("secrets", key(&i.to_string()), json!({"metadata": {}}));
+        }
+        assert_eq!(follower.poll(&store), Changed::Everything);
+        store.compact();
+        assert_eq!(follower.poll(&store), Changed::Only(BTreeSet::new()));
     }
 }

@@ -271,3 +271,40 @@ async fn subnets_are_configurable() {
     warning(&sim, "ilb").await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_controller_catches_up_when_the_watch_history_no_longer_reaches_back() {
+    let sim = start_with(SimOptions {
+        watch_history: 2,
+        ..SimOptions::default()
+    })
+    .await;
+    for name in ["a", "b"] {
+        sim.apply_as("test", internal(name, json!({}), json!([{"port": 80}])))
+            .unwrap();
+    }
+    eventually("a and b provisioned", || async {
+        ingress(&sim, "a").zip(ingress(&sim, "b"))
+    })
+    .await;
+    assert_eq!(ingress(&sim, "b").unwrap(), "10.240.0.5");
+
+    // Without yielding to the controller: b stops being a LoadBalancer and more writes push its
+    // change out of the history, so the controller has to look at every Service again.
+    let mut b = internal("b", json!({}), json!([{"port": 80}]));
+    b["spec"]["type"] = json!("ClusterIP");
+    sim.apply_as("test", b).unwrap();
+    for i in 0..5 {
+        sim.apply_as(
+            "test",
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("cm-{i}"), "namespace": "default"}}),
+        )
+        .unwrap();
+    }
+    sim.apply_as("test", internal("c", json!({}), json!([{"port": 80}])))
+        .unwrap();
+    let ip = eventually("c provisioned", || async { ingress(&sim, "c") }).await;
+    assert_eq!(ip, "10.240.0.5", "b's address is free again");
+    assert_eq!(ingress(&sim, "a").unwrap(), "10.240.0.4");
+    sim.shutdown().await;
+}

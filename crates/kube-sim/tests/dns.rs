@@ -140,7 +140,7 @@ async fn the_dns_service_ip_answers_the_override_zone_as_coredns_would() {
 }
 
 #[tokio::test]
-async fn without_coredns_pods_nothing_listens() {
+async fn without_coredns_pods_nothing_listens_and_with_them_again_it_does() {
     let sim = loopback().await;
     let (dns_ip, _) = world(&sim, "k8s_external mydomain.local\n").await;
     eventually("CoreDNS answers", || async {
@@ -159,6 +159,18 @@ async fn without_coredns_pods_nothing_listens() {
             .await
             .is_none()
             .then_some(())
+    })
+    .await;
+    // Pods again: the same Service answers again, though the Service itself did not change.
+    sim.apply_as(
+        "scaler",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "coredns", "namespace": "kube-system"},
+            "spec": {"replicas": 1}}),
+    )
+    .unwrap();
+    eventually("CoreDNS answers again", || async {
+        ask_udp(dns_ip, "api.shop.mydomain.local.").await
     })
     .await;
 }

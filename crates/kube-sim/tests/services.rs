@@ -330,3 +330,99 @@ async fn allocator_does_not_write_when_nothing_changes() {
     );
     sim.shutdown().await;
 }
+
+fn node_ports(svc: &Value) -> Vec<u64> {
+    svc["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["nodePort"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn allocations_are_released_reused_and_never_handed_out_twice() {
+    let sim = start_with(SimOptions {
+        lb_allocator: false,
+        node_ports: 30000..=30003,
+        ..SimOptions::default()
+    })
+    .await;
+    let lb =
+        |name: &str, ports: Value| service(name, json!({"type": "LoadBalancer", "ports": ports}));
+    let two_ports = json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}]);
+
+    // A port the Service names itself is not free for its other ports.
+    let a = post(
+        &sim,
+        SVCS,
+        &lb(
+            "a",
+            json!([{"name": "http", "port": 80, "nodePort": 30000}, {"name": "https", "port": 443}]),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.body);
+    assert_eq!(node_ports(&a.body), [30000, 30001]);
+    assert_eq!(a.body["spec"]["clusterIP"], "10.0.0.10");
+    let b = post(&sim, SVCS, &lb("b", json!([{"port": 80}]))).await;
+    assert_eq!(
+        (node_ports(&b.body), b.body["spec"]["clusterIP"].as_str()),
+        (vec![30002], Some("10.0.0.11"))
+    );
+
+    // Another Service's port is refused by name; a full range is the apiserver's 500, and the
+    // failed create holds nothing.
+    let taken = post(
+        &sim,
+        SVCS,
+        &service(
+            "taken",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30002}]}),
+        ),
+    )
+    .await;
+    assert_eq!(taken.status, 422, "{}", taken.body);
+    assert!(
+        taken.body["message"].as_str().unwrap().contains(
+            "spec.ports[0].nodePort: Invalid value: 30002: provided port is already allocated"
+        ),
+        "{}",
+        taken.body
+    );
+    let full = post(&sim, SVCS, &lb("c", two_ports.clone())).await;
+    assert_eq!(full.status, 500, "{}", full.body);
+    assert_eq!(
+        full.body["message"],
+        "Internal error occurred: failed to allocate a nodePort: range is full"
+    );
+    assert!(sim.get("v1", "Service", Some("default"), "c").is_none());
+
+    // Deleting a Service frees what it held, lowest first.
+    assert_eq!(delete(&sim, &format!("{SVCS}/a")).await.status, 200);
+    let c = post(&sim, SVCS, &lb("c", two_ports)).await;
+    assert_eq!(c.status, 201, "{}", c.body);
+    assert_eq!(
+        (node_ports(&c.body), c.body["spec"]["clusterIP"].as_str()),
+        (vec![30000, 30001], Some("10.0.0.10"))
+    );
+    let d = post(&sim, SVCS, &service("d", json!({"ports": [{"port": 80}]}))).await;
+    assert_eq!(d.body["spec"]["clusterIP"], "10.0.0.12");
+
+    // An update keeps what it gave up until it is stored: a renamed port gets a new node port, and
+    // the old one is free afterwards (pkg/registry/core/service/storage/alloc.go, ReleaseDeferred).
+    let mut renamed = c.body.clone();
+    renamed["spec"]["ports"][1] = json!({"name": "web", "port": 443});
+    let renamed = put(&sim, &format!("{SVCS}/c"), &renamed).await;
+    assert_eq!(renamed.status, 200, "{}", renamed.body);
+    assert_eq!(node_ports(&renamed.body), [30000, 30003]);
+    let e = post(
+        &sim,
+        SVCS,
+        &service("e", json!({"type": "NodePort", "ports": [{"port": 80}]})),
+    )
+    .await;
+    assert_eq!(e.status, 201, "{}", e.body);
+    assert_eq!(node_ports(&e.body), [30001]);
+    sim.shutdown().await;
+}
