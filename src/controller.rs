@@ -19,6 +19,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use crate::azure::arm::ArmClient;
+use crate::cache;
 use crate::context::{Config, Context};
 use crate::crd::AppServiceLink;
 use crate::duties::{corefile, dedicated_dns, service_link};
@@ -58,6 +59,7 @@ pub async fn run(
     // Status writes do not change these, so the operator never wakes itself up by writing status.
     let links_stream = watcher(links_api, watcher::Config::default())
         .default_backoff()
+        .modify(cache::link)
         .reflect(links_writer)
         .inspect_ok(synced.listed())
         .applied_objects()
@@ -68,6 +70,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(cache::service)
     .reflect(services_writer)
     .inspect_ok(synced.listed())
     .touched_objects();
@@ -77,6 +80,7 @@ pub async fn run(
         watcher::Config::default(),
     )
     .default_backoff()
+    .modify(cache::namespace)
     .reflect(namespaces_writer)
     .inspect_ok(synced.listed())
     .touched_objects();

@@ -7,11 +7,12 @@
 //! - [`error`], [`context`] and [`status`]: what every duty shares;
 //! - [`duties`]: one module per duty;
 //! - [`reconcile`]: the pipeline (validate, the duties, status) and the finalizer;
-//! - [`controller`]: the watches that trigger it.
+//! - [`controller`]: the watches that trigger it, and [`cache`]: what their stores keep of each object.
 //!
 //! ARCHITECTURE.md walks through it.
 
 pub mod azure;
+pub mod cache;
 pub mod context;
 pub mod controller;
 pub mod crd;

@@ -6,6 +6,7 @@
 //! operator restarts and link re-creation, and unlinking can put them back.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
@@ -72,23 +73,83 @@ impl Error {
 /// True when `link` selects `svc`, by labels and namespace labels. The operator's own DNS Services
 /// are never selected.
 pub fn selects(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
-    if load_balancer::is_ours(svc) {
-        return false;
+    Selection::of(link).matches(ctx, svc)
+}
+
+/// A link's selectors, parsed once, for deciding about many Services.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// `None`: the link selects nothing (a selector that matches everything, or does not parse).
+    services: Option<Selector>,
+    /// `None`: any namespace; `Some(None)`: a namespace selector that does not parse, so none.
+    namespaces: Option<Option<Selector>>,
+}
+
+impl Selection {
+    /// The selectors of `link`.
+    pub fn of(link: &AppServiceLink) -> Self {
+        let spec = &link.spec.services;
+        let services = (!validation::selector_matches_everything(&spec.selector))
+            .then(|| Selector::try_from(spec.selector.clone()).ok())
+            .flatten();
+        let namespaces = spec
+            .namespace_selector
+            .as_ref()
+            .map(|s| Selector::try_from(s.clone()).ok());
+        Self {
+            services,
+            namespaces,
+        }
     }
-    let services = &link.spec.services;
-    if validation::selector_matches_everything(&services.selector) {
-        return false;
+
+    /// True when the link selects `svc`.
+    pub fn matches(&self, ctx: &Context, svc: &Service) -> bool {
+        if load_balancer::is_ours(svc) {
+            return false;
+        }
+        let Some(selector) = &self.services else {
+            return false;
+        };
+        if !selector.matches(svc.labels()) {
+            return false;
+        }
+        match &self.namespaces {
+            None => true,
+            Some(None) => false,
+            Some(Some(ns_selector)) => {
+                ns_selector.matches(&ctx.namespace_labels(&svc.namespace().unwrap_or_default()))
+            }
+        }
     }
-    let Ok(selector) = Selector::try_from(services.selector.clone()) else {
-        return false;
-    };
-    if !selector.matches(svc.labels()) {
-        return false;
+}
+
+/// The live, valid links with their selections, computed once per reconcile: who else may hold or
+/// take over a Service.
+pub struct Links(Vec<(Arc<AppServiceLink>, Selection)>);
+
+impl Links {
+    /// Every live, valid link.
+    pub fn valid(ctx: &Context) -> Self {
+        Self(
+            ctx.valid_links()
+                .into_iter()
+                .map(|l| {
+                    let selection = Selection::of(&l);
+                    (l, selection)
+                })
+                .collect(),
+        )
     }
-    match &services.namespace_selector {
-        None => true,
-        Some(ns_selector) => Selector::try_from(ns_selector.clone())
-            .is_ok_and(|s| s.matches(&ctx.namespace_labels(&svc.namespace().unwrap_or_default()))),
+
+    fn selecting<'a>(
+        &'a self,
+        ctx: &'a Context,
+        svc: &'a Service,
+    ) -> impl Iterator<Item = &'a AppServiceLink> + 'a {
+        self.0
+            .iter()
+            .filter(move |(_, selection)| selection.matches(ctx, svc))
+            .map(|(l, _)| &**l)
     }
 }
 
@@ -470,12 +531,12 @@ pub fn settings(link: &AppServiceLink) -> LinkSettings {
 }
 
 /// The live, valid link (other than `except`) that holds `svc` per its annotation and still selects it.
-fn live_holder(ctx: &Context, svc: &Service, except: &str) -> Option<LinkSettings> {
+fn live_holder(ctx: &Context, links: &Links, svc: &Service, except: &str) -> Option<LinkSettings> {
     let holder = holder(svc).filter(|h| *h != except)?;
-    ctx.valid_links()
-        .into_iter()
-        .find(|l| l.name_any() == holder && selects(ctx, l, svc))
-        .map(|l| settings(&l))
+    links
+        .selecting(ctx, svc)
+        .find(|l| l.name_any() == holder)
+        .map(settings)
 }
 
 /// Converts every Service the link selects, and lets go of those it no longer selects. A Service the
@@ -493,7 +554,9 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     let mut changes = Changes::default();
     // Entries still waiting for their load balancer, with the Service, by namespace.
     let mut waiting: BTreeMap<String, Vec<(usize, Service)>> = BTreeMap::new();
-    for svc in all.iter().filter(|s| selects(ctx, link, s)) {
+    let selection = Selection::of(link);
+    let links = Links::valid(ctx);
+    for svc in all.iter().filter(|s| selection.matches(ctx, s)) {
         let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
         let (reverts, last_revert_time) = previous_entries
             .iter()
@@ -509,7 +572,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
             last_revert_time,
             ..Default::default()
         };
-        let holder = live_holder(ctx, svc, &want.link);
+        let holder = live_holder(ctx, &links, svc, &want.link);
         let observed = match plan(svc, &want, holder.as_ref()) {
             ServicePlan::Converged => Some((**svc).clone()),
             ServicePlan::Apply(body) => {
@@ -610,8 +673,8 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
         }
     }
     let mut release_failures = Vec::new();
-    for svc in all.iter().filter(|s| lets_go(ctx, link, s)) {
-        if let Err(err) = release(ctx, link, svc, &mut changes).await {
+    for svc in all.iter().filter(|s| lets_go(ctx, link, &selection, s)) {
+        if let Err(err) = release(ctx, link, &links, svc, &mut changes).await {
             release_failures.push(err);
         }
     }
@@ -655,9 +718,9 @@ fn failed(entry: &mut LinkedServiceStatus, err: &Error) {
 
 /// True when the link holds `svc` but must let it go: it no longer selects it, or it is in
 /// `kube-system` (converted before the operator refused Services there).
-fn lets_go(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
+fn lets_go(ctx: &Context, link: &AppServiceLink, selection: &Selection, svc: &Service) -> bool {
     holder(svc) == Some(link.name_any().as_str())
-        && (!selects(ctx, link, svc) || in_system_namespace(svc))
+        && (!selection.matches(ctx, svc) || in_system_namespace(svc))
 }
 
 /// Lets go of every Service the link holds (the link is being deleted). One refused restore does not
@@ -666,13 +729,14 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     let name = link.name_any();
     let mut first = None;
     let mut changes = Changes::default();
+    let links = Links::valid(ctx);
     for svc in ctx
         .services
         .state()
         .iter()
         .filter(|s| holder(s) == Some(name.as_str()))
     {
-        if let Err(err) = release(ctx, link, svc, &mut changes).await {
+        if let Err(err) = release(ctx, link, &links, svc, &mut changes).await {
             first.get_or_insert(err);
         }
     }
@@ -684,6 +748,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
 async fn release(
     ctx: &Context,
     link: &AppServiceLink,
+    links: &Links,
     svc: &Service,
     changes: &mut Changes,
 ) -> Result<(), Error> {
@@ -691,15 +756,14 @@ async fn release(
     let previous = PreviousState::trusted_on(svc).unwrap_or_else(|| PreviousState::of(svc));
     // A Service in kube-system goes back as it was, never over to another link; one that was a
     // public load balancer goes over only to a link that opted in to converting those.
-    let next = ctx.valid_links().into_iter().find(|l| {
+    let next = links.selecting(ctx, svc).find(|l| {
         l.name_any() != link.name_any()
-            && selects(ctx, l, svc)
             && !in_system_namespace(svc)
             && (!previous.is_public_load_balancer()
                 || l.spec.services.allow_public_load_balancer_conversion)
     });
     if let Some(next) = next {
-        if apply(ctx, svc, &apply_body(svc, &settings(&next), &previous))
+        if apply(ctx, svc, &apply_body(svc, &settings(next), &previous))
             .await?
             .is_some()
         {
