@@ -1,6 +1,6 @@
 //! Memory with thousands of Services in the cluster: the operator must not keep whole Services
 //! (managedFields, last-applied annotations) of everything it watches. A bound on memory, not a
-//! timing; the figures themselves are in benches/scale.rs and BENCHMARKS.md.
+//! timing; the figures come from `cargo bench --bench scale`.
 
 use serde_json::{json, Value};
 
@@ -11,15 +11,16 @@ const SERVICES: usize = 3_000;
 const SELECTED: usize = 100;
 const NAMESPACES: usize = 10;
 
-/// The bound on the operator's RSS once Ready, in MiB (debug build). Measured at main (whole
-/// Services cached, managedFields included): 44 MiB with 100 Services, 57 with 1,000, 66 with
-/// 1,500, 87 with 3,000, i.e. about 15 KiB per Service. A cache of 1-2 KiB per Service would stay
-/// near 44 + 6 MiB. Note that kube-sim answers a list in one page (it ignores `limit`; a real
-/// apiserver pages by 500), so pruning with `.modify()` alone still parses every whole object at
-/// once and the freed memory stays resident: a bare reflector of 3,000 such Services holds 58 MB
-/// whole and 56 MB pruned (`cargo bench --bench scale -- cache-probe`). The bound holds for a
-/// cache that never receives the unselected Services whole (label-selected or metadata watches,
-/// or paged lists).
+/// The bound on the operator's RSS once Ready, in MiB (debug build). Measured at main, which caches
+/// whole Services (managedFields included): 44 MiB with 100 Services, 57 with 1,000, 66 with 1,500,
+/// 87 with 3,000: about 15 KiB per Service. A cache of 1-2 KiB per Service stays near 50.
+///
+/// Pruning with `.modify()` alone does not get there against kube-sim: it answers a list in one
+/// response (it ignores `limit`), so every whole object is parsed at once and the freed memory stays
+/// resident (a bare reflector of 3,000 of these holds 58 MB whole, 56 MB pruned: `cargo bench
+/// --bench scale -- cache-probe`). A real apiserver pages a `limit=500` list without
+/// resourceVersion (https://kubernetes.io/docs/reference/using-api/api-concepts/#retrieving-large-results-sets-in-chunks)
+/// but ignores `limit` with resourceVersion=0 (kubernetes/kubernetes#70735).
 const RSS_BOUND_MIB: u64 = 64;
 
 /// A Service as teams deploy them: recommended labels, a selector, two ports, the annotation
