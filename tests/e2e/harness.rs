@@ -243,6 +243,17 @@ impl Harness {
         }
     }
 
+    /// The running operator's resident memory in KiB (`VmRSS` in `/proc/<pid>/status`).
+    pub fn operator_rss_kib(&self) -> u64 {
+        let pid = self.operator.as_ref().expect("operator running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
+    }
+
     fn log_path(&self, run: usize) -> PathBuf {
         self.dir.path().join(format!("operator-{run}.log"))
     }

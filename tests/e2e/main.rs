@@ -13,6 +13,7 @@ mod names;
 mod pinning;
 mod runtime;
 mod sandbox;
+mod scale;
 mod scenarios;
 mod teardown;
 mod trust;
