@@ -210,6 +210,64 @@ impl ApiServer {
         (items, state.store.current_rv())
     }
 
+    /// One page of a paginated list (`limit`, `continue`): at most `limit` matching objects, read at
+    /// the first page's resourceVersion, and the token for the rest. The token is opaque to clients,
+    /// as the apiserver's is; one whose resourceVersion the history no longer reaches is 410 Expired.
+    pub fn list_page(
+        &self,
+        resource: &ResourceType,
+        filter: &Filter,
+        limit: usize,
+        from: Option<&str>,
+    ) -> ApiResult<ListPage> {
+        let state = self.lock();
+        let (rv, after) = match from {
+            Some(token) => {
+                let (rv, after) = decode_continue(token)?;
+                (rv, Some(after))
+            }
+            None => (state.store.current_rv(), None),
+        };
+        let objects = state
+            .store
+            .list_at(
+                &resource.storage_key(),
+                filter.namespace.as_deref(),
+                rv,
+                after.as_ref(),
+            )
+            .map_err(|_| {
+                // The apiserver's words (storage/errors.go, NewResourceExpired for a continue token).
+                ApiError::Expired(
+                    "The provided continue parameter is too old to display a consistent list \
+                     result. You can start a new list without the continue parameter."
+                        .into(),
+                )
+            })?;
+        let mut matching = objects.into_iter().filter(|o| filter.matches(o));
+        let items: Vec<Value> = matching
+            .by_ref()
+            .take(limit)
+            .map(|o| present(resource, o.clone()))
+            .collect();
+        let remaining = matching.count();
+        let next = (remaining > 0)
+            .then(|| {
+                items
+                    .last()
+                    .map(|last| encode_continue(rv, &object_key_of(last)))
+            })
+            .flatten();
+        // remainingItemCount is left out when a selector filters the list (apimachinery ListMeta).
+        let selected = !filter.labels.is_empty() || !filter.fields.is_empty();
+        Ok(ListPage {
+            items,
+            rv,
+            next,
+            remaining: (remaining > 0 && !selected).then_some(remaining),
+        })
+    }
+
     pub fn events_since(
         &self,
         resource: &ResourceType,
@@ -226,6 +284,45 @@ impl ApiServer {
     pub fn compact(&self) -> u64 {
         self.lock().store.compact()
     }
+}
+
+/// A page of a list.
+pub struct ListPage {
+    pub items: Vec<Value>,
+    /// The resourceVersion every page of this list is read at.
+    pub rv: u64,
+    /// The `continue` token for the next page, when there is one.
+    pub next: Option<String>,
+    /// How many matching objects the later pages hold, when no selector filters the list.
+    pub remaining: Option<usize>,
+}
+
+fn object_key_of(obj: &Value) -> ObjectKey {
+    (
+        object::namespace(obj).unwrap_or_default().to_string(),
+        object::name(obj).to_string(),
+    )
+}
+
+fn encode_continue(rv: u64, after: &ObjectKey) -> String {
+    use base64::Engine as _;
+    let token = json!({"rv": rv, "start": [after.0, after.1]});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+fn decode_continue(token: &str) -> ApiResult<(u64, ObjectKey)> {
+    use base64::Engine as _;
+    let invalid = || ApiError::BadRequest(format!("continue key is not valid: {token}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid())?;
+    let token: Value = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    let rv = token["rv"].as_u64().ok_or_else(invalid)?;
+    let part = |i: usize| token["start"][i].as_str().map(str::to_string);
+    Ok((
+        rv,
+        (part(0).ok_or_else(invalid)?, part(1).ok_or_else(invalid)?),
+    ))
 }
 
 /// Objects are stored once per resource; reading through another served version only relabels them

@@ -2,7 +2,8 @@
 //! PartialObjectMetadata), watch streaming, and the request log.
 
 use crate::apiserver::{
-    ApiServer, DeleteOptions, Deleted, FieldValidation, Filter, Target, Write, WriteOptions,
+    ApiServer, DeleteOptions, Deleted, FieldValidation, Filter, ListPage, Target, Write,
+    WriteOptions,
 };
 use crate::error::{ApiError, ApiResult};
 use crate::faults::{FaultKind, Faults};
@@ -490,6 +491,46 @@ fn dispatch(
     }
 }
 
+/// A list as the apiserver answers it. With `limit` and no resourceVersion it is paged, read at the
+/// first page's revision (etcd3 store's GetList); with resourceVersion "0" the watch cache answers it
+/// whole, `limit` ignored (cacher.go, shouldDelegateList); `continue` with a resourceVersion is refused.
+fn list_request(
+    api: &ApiServer,
+    rt: &ResourceType,
+    filter: &Filter,
+    params: &HashMap<String, String>,
+) -> ApiResult<ListPage> {
+    let rv = params.get("resourceVersion").filter(|v| !v.is_empty());
+    let from = params.get("continue").filter(|c| !c.is_empty());
+    if from.is_some() && rv.is_some() {
+        return Err(ApiError::BadRequest(
+            "specifying resource version is not allowed when using continue".into(),
+        ));
+    }
+    let limit = match params.get("limit").filter(|l| !l.is_empty()) {
+        None => 0,
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("limit: invalid value {l:?}")))?
+            .max(0) as usize,
+    };
+    if (limit == 0 || rv.is_some()) && from.is_none() {
+        let (items, rv) = api.list(rt, filter);
+        return Ok(ListPage {
+            items,
+            rv,
+            next: None,
+            remaining: None,
+        });
+    }
+    api.list_page(
+        rt,
+        filter,
+        if limit == 0 { usize::MAX } else { limit },
+        from.map(String::as_str),
+    )
+}
+
 fn filter_from(target: &Target, params: &HashMap<String, String>) -> ApiResult<Filter> {
     let rt = &target.resource;
     let is_event = rt.kind == "Event";
@@ -536,19 +577,30 @@ fn resource(
         }
         (Method::GET, true) => {
             let filter = filter_from(target, params)?;
-            let (items, rv) = api.list(rt, &filter);
+            let page = list_request(api, rt, &filter, params)?;
+            let (items, rv) = (page.items, page.rv);
+            let list_meta = |rv: u64| {
+                let mut meta = json!({"resourceVersion": rv.to_string()});
+                if let Some(next) = &page.next {
+                    meta["continue"] = json!(next);
+                }
+                if let Some(remaining) = page.remaining {
+                    meta["remainingItemCount"] = json!(remaining);
+                }
+                meta
+            };
             let body = match repr {
                 Representation::Table(include) => table::table(rt, &items, Some(rv), include),
                 Representation::PartialMetadata => json!({
                     "kind": "PartialObjectMetadataList",
                     "apiVersion": "meta.k8s.io/v1",
-                    "metadata": {"resourceVersion": rv.to_string()},
+                    "metadata": list_meta(rv),
                     "items": items.iter().map(partial_metadata).collect::<Vec<_>>(),
                 }),
                 Representation::Object => json!({
                     "kind": rt.list_kind,
                     "apiVersion": rt.api_version(),
-                    "metadata": {"resourceVersion": rv.to_string()},
+                    "metadata": list_meta(rv),
                     "items": items,
                 }),
             };

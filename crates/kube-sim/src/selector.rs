@@ -19,6 +19,11 @@ enum LabelRequirement {
 pub struct LabelSelector(Vec<LabelRequirement>);
 
 impl LabelSelector {
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Parses the apiserver's string syntax: `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
     pub fn parse(input: &str) -> Result<Self, ApiError> {
         let bad = |why: &str| {
@@ -115,6 +120,11 @@ fn parse_set(s: &str) -> Option<Vec<String>> {
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
+    /// True when it selects everything.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// `allowed` decides which field labels the resource supports; others are rejected like the apiserver does.
     pub fn parse(input: &str, allowed: impl Fn(&str) -> bool) -> Result<Self, ApiError> {
         let mut reqs = Vec::new();

@@ -148,6 +148,17 @@ impl Index {
     }
 }
 
+/// The `(namespace, name)` an object is stored under.
+fn object_key(object: &Value) -> ObjectKey {
+    let meta = |field: &str| {
+        object["metadata"][field]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    (meta("namespace"), meta("name"))
+}
+
 /// A watch asked to resume from a resourceVersion the history no longer covers.
 #[derive(Debug, Clone, Copy)]
 pub struct TooOld {
@@ -194,6 +205,54 @@ impl Store {
             .flat_map(move |objs| objs.range((from.clone(), Bound::Unbounded)))
             .take_while(move |((ns, _), _)| namespace.is_none_or(|want| ns == want))
             .map(|(_, v)| v)
+    }
+
+    /// Objects of one resource as they were at `rv`, in key order, starting after `after`: what
+    /// etcd serves for the pages of a list after the first (every page of a list is read at the
+    /// first page's revision). `TooOld` when the history no longer reaches back to `rv`.
+    pub fn list_at<'a>(
+        &'a self,
+        storage_key: &str,
+        namespace: Option<&'a str>,
+        rv: u64,
+        after: Option<&ObjectKey>,
+    ) -> Result<Vec<&'a Value>, TooOld> {
+        if rv < self.compacted_rv {
+            return Err(TooOld {
+                requested: rv,
+                oldest: self.compacted_rv + 1,
+            });
+        }
+        // What each object changed since `rv` was before its first change: absent for one created
+        // since, its old self for one changed or deleted since.
+        let mut then: BTreeMap<ObjectKey, Option<&Value>> = BTreeMap::new();
+        let start = self.history.partition_point(|e| e.rv <= rv);
+        for event in self.history.range(start..) {
+            if event.storage_key != storage_key {
+                continue;
+            }
+            then.entry(object_key(&event.object))
+                .or_insert(event.previous.as_ref());
+        }
+        let wanted = |key: &ObjectKey| {
+            namespace.is_none_or(|ns| key.0 == ns) && after.is_none_or(|a| key > a)
+        };
+        let now = self
+            .objects
+            .get(storage_key)
+            .into_iter()
+            .flat_map(|objs| objs.iter())
+            .filter(|(key, _)| wanted(key) && !then.contains_key(*key))
+            .map(|(key, v)| (key.clone(), v));
+        let mut items: Vec<(ObjectKey, &Value)> = now
+            .chain(
+                then.iter()
+                    .filter(|(key, _)| wanted(key))
+                    .filter_map(|(key, v)| Some((key.clone(), (*v)?))),
+            )
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(items.into_iter().map(|(_, v)| v).collect())
     }
 
     /// Whether an object with this uid is stored.

@@ -217,6 +217,87 @@ async fn list_selectors_and_all_namespaces() {
 }
 
 #[tokio::test]
+async fn a_limited_list_is_paged_at_the_first_pages_resource_version() {
+    let sim = start().await;
+    for name in ["a", "b", "c", "d", "e"] {
+        let body = configmap(name, json!({"v": "1"}));
+        assert_eq!(post(&sim, CMS, &body).await.status, 201);
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}={}",
+                    i["metadata"]["name"].as_str().unwrap(),
+                    i["data"]["v"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    let first = get(&sim, &format!("{CMS}?limit=2")).await.body;
+    assert_eq!(names(&first), ["a=1", "b=1"]);
+    assert_eq!(first["metadata"]["remainingItemCount"], 3);
+    let at = first["metadata"]["resourceVersion"].clone();
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    // Changes after the first page do not show in the later ones: they come from the watch.
+    merge_patch(&sim, &format!("{CMS}/c"), &json!({"data": {"v": "2"}})).await;
+    assert_eq!(delete(&sim, &format!("{CMS}/d")).await.status, 200);
+    post(&sim, CMS, &configmap("cc", json!({"v": "1"}))).await;
+    let second = get(&sim, &format!("{CMS}?limit=2&continue={token}"))
+        .await
+        .body;
+    assert_eq!(names(&second), ["c=1", "d=1"]);
+    assert_eq!(second["metadata"]["resourceVersion"], at);
+    let token = second["metadata"]["continue"].as_str().unwrap().to_string();
+    let last = get(&sim, &format!("{CMS}?limit=2&continue={token}"))
+        .await
+        .body;
+    assert_eq!(names(&last), ["e=1"]);
+    assert!(last["metadata"].get("continue").is_none());
+    assert!(last["metadata"].get("remainingItemCount").is_none());
+    // The watch cache answers resourceVersion=0 whole, ignoring the limit.
+    assert_eq!(
+        names(
+            &get(&sim, &format!("{CMS}?limit=2&resourceVersion=0"))
+                .await
+                .body
+        )
+        .len(),
+        5
+    );
+    // A selector leaves the count out.
+    let selected = get(
+        &sim,
+        &format!("{CMS}?limit=1&fieldSelector=metadata.name%21%3Da"),
+    )
+    .await
+    .body;
+    assert_eq!(names(&selected), ["b=1"]);
+    assert!(selected["metadata"]["continue"].is_string());
+    assert!(selected["metadata"].get("remainingItemCount").is_none());
+    let refused = get(
+        &sim,
+        &format!("{CMS}?limit=2&resourceVersion=1&continue={token}"),
+    )
+    .await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        get(&sim, &format!("{CMS}?limit=2&continue=garbage"))
+            .await
+            .status,
+        400
+    );
+    // Once the history no longer reaches the first page's revision, the token is too old.
+    sim.compact();
+    let expired = get(&sim, &format!("{CMS}?limit=2&continue={token}")).await;
+    assert_eq!(expired.status, 410, "{}", expired.body);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
 async fn no_op_writes_keep_the_resource_version() {
     let sim = start().await;
     let obj = post(&sim, CMS, &configmap("a", json!({"k": "v"})))
