@@ -296,8 +296,8 @@ async fn a_stripped_pod_template_annotation_rolls_nothing_and_a_zone_edit_rolls_
     ]);
     assert!(coredns(&h)["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION].is_null());
     for _ in 0..3 {
-        let since = h.operator_requests().len();
-        h.settle_after(since).await;
+        let since = h.mark();
+        h.settle_after(&since).await;
     }
     assert_eq!(
         writes_to(&h, "/deployments/coredns").len(),
@@ -324,8 +324,8 @@ async fn a_stripped_pod_template_annotation_rolls_nothing_and_a_zone_edit_rolls_
     })
     .await;
     for _ in 0..3 {
-        let since = h.operator_requests().len();
-        h.settle_after(since).await;
+        let since = h.mark();
+        h.settle_after(&since).await;
     }
     assert_eq!(
         writes_to(&h, "/deployments/coredns").len(),

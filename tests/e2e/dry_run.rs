@@ -120,7 +120,7 @@ async fn dry_run_changes_nothing_and_reports_every_intended_change() {
 
     let before = resource_versions(&h);
     let arm_writes_before = h.azure().writes().len();
-    let requests_before = h.operator_requests().len();
+    let requests_before = h.mark();
     h.operator_args(&["--dry-run"]);
     h.start_operator();
 
@@ -150,7 +150,7 @@ async fn dry_run_changes_nothing_and_reports_every_intended_change() {
             .any(|n| n.contains("dry run") && n.contains("storefront is now")),
         "the public LoadBalancer is not converted without opt-in, even in a dry run"
     );
-    h.settle_after(requests_before).await;
+    h.settle_after(&requests_before).await;
 
     assert_eq!(resource_versions(&h), before, "no object changed");
     assert_eq!(
@@ -172,7 +172,7 @@ async fn dry_run_changes_nothing_and_reports_every_intended_change() {
     let writes: Vec<_> = h
         .operator_requests()
         .into_iter()
-        .skip(requests_before)
+        .skip(requests_before.requests)
         .filter(|r| r.is_write())
         .collect();
     for w in &writes {

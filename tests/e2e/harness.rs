@@ -400,19 +400,55 @@ impl Harness {
             .collect()
     }
 
-    /// Waits until the operator has run a full reconcile after request number `since` (it reads the
-    /// CoreDNS Deployment last), then lets any writes of that pass land.
-    pub async fn settle_after(&self, since: usize) {
+    /// Where the operator stands now: how many requests it has made, and how many reconciles its
+    /// current process has finished.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            requests: self.operator_requests().len(),
+            run: self.operator_runs,
+            reconciles: self.reconciles_finished().unwrap_or(0.0),
+        }
+    }
+
+    /// Reconciles the running operator has finished, successful or not (its /metrics).
+    fn reconciles_finished(&self) -> Option<f64> {
+        let log = std::fs::read_to_string(self.log_path(self.operator_runs)).ok()?;
+        let (_, metrics) = http_get(http_port(&log)?, "/metrics")?;
+        let count = |result: &str| {
+            sample(
+                &metrics,
+                &format!("appservicelink_reconciles_total{{result=\"{result}\"}}"),
+            )
+            .unwrap_or(0.0)
+        };
+        Some(count("success") + count("error"))
+    }
+
+    /// Waits until the operator has finished a reconcile after `mark` (counted on its /metrics),
+    /// then lets any writes that reconcile set off land.
+    pub async fn settle_after(&self, mark: &Mark) {
         self.eventually("a reconcile to run", |h| {
-            h.operator_requests()
-                .iter()
-                .skip(since)
-                .any(|r| r.method == "GET" && r.path.ends_with("/deployments/coredns"))
-                .then_some(())
+            let before = if h.operator_runs == mark.run {
+                mark.reconciles
+            } else {
+                0.0
+            };
+            h.reconciles_finished()
+                .filter(|&done| done > before)
+                .map(drop)
         })
         .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// See [`Harness::mark`].
+pub struct Mark {
+    /// Requests the operator had made: `operator_requests().into_iter().skip(mark.requests)` are
+    /// the later ones.
+    pub requests: usize,
+    run: usize,
+    reconciles: f64,
 }
 
 /// An operator process started with [`Harness::spawn_replica`]; killed when dropped.

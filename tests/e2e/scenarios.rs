@@ -145,7 +145,7 @@ async fn a_link_converges_to_ready_and_then_writes_nothing() {
     );
 
     // A reconcile of a converged link (woken by a change to an unrelated key) writes nothing at all.
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&[
         "-n",
         "kube-system",
@@ -158,11 +158,11 @@ async fn a_link_converges_to_ready_and_then_writes_nothing() {
         // (Not a second plugin such as `errors`: the AKS Corefile has one, and CoreDNS allows one.)
         r#"{"data":{"log.override":"log {\n    class denial error\n}\n"}}"#,
     ]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
     let writes: Vec<_> = h
         .operator_requests()
         .into_iter()
-        .skip(before)
+        .skip(before.requests)
         .filter(|r| r.is_write())
         .collect();
     assert!(
@@ -454,9 +454,9 @@ async fn two_links_wanting_different_subnets_do_not_flap() {
         })
         .await;
     assert_eq!(reason, "ServiceConflict");
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&["-n", "shop", "annotate", "service", "api", "touched=1"]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
     let api = h.service("shop", "api").unwrap();
     assert_eq!(
         annotations(&api)[SUBNET],
@@ -467,7 +467,7 @@ async fn two_links_wanting_different_subnets_do_not_flap() {
     let writes: Vec<_> = h
         .operator_requests()
         .into_iter()
-        .skip(before)
+        .skip(before.requests)
         .filter(|r| r.is_write() && r.path.contains("/services/"))
         .collect();
     assert!(
@@ -536,9 +536,9 @@ async fn an_operator_restart_mid_way_converges_without_duplicate_writes() {
     h.kill_operator();
     h.start_operator();
     h.wait_ready("web").await;
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&["-n", "shop", "annotate", "service", "orders", "touched=1"]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
     for path in [
         "/services/api",
         "/services/orders",
@@ -649,9 +649,9 @@ async fn a_gitops_tool_reverting_the_conversion_is_named_and_not_fought_forever(
             .contains("argocd-controller"),
         "{entry} / {message}"
     );
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&["-n", "shop", "annotate", "service", "api", "touched=1"]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
     assert_eq!(
         svc_type(&h.service("shop", "api").unwrap()),
         "ClusterIP",

@@ -162,9 +162,9 @@ async fn a_forged_previous_state_never_makes_a_public_load_balancer() {
         (names == vec![json!("orders")]).then_some(())
     })
     .await;
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&["-n", "shop", "annotate", "service", "orders", "touched=1"]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
 
     // It really was a ClusterIP Service: that is what comes back, not the forged record.
     assert_eq!(svc_type(&forged), "ClusterIP", "{forged}");
@@ -182,7 +182,7 @@ async fn a_forged_previous_state_never_makes_a_public_load_balancer() {
     );
     // The link let go of it, so later reconciles neither retry nor repeat the Event.
     assert!(api["metadata"]["annotations"].get(LINK).is_none(), "{api}");
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&[
         "-n",
         "shop",
@@ -191,7 +191,7 @@ async fn a_forged_previous_state_never_makes_a_public_load_balancer() {
         "orders",
         "touched-again=1",
     ]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
     let refused: Vec<Value> = h
         .sim
         .list("events.k8s.io/v1", "Event")
@@ -226,9 +226,9 @@ async fn a_forged_link_annotation_neither_skips_the_opt_in_nor_makes_the_operato
     ));
     h.apply(&web_link());
     h.wait_ready("web").await;
-    let before = h.operator_requests().len();
+    let before = h.mark();
     h.kubectl_ok(&["-n", "shop", "annotate", "service", "edge", "touched=1"]);
-    h.settle_after(before).await;
+    h.settle_after(&before).await;
 
     let entry = service_entry(&h, "web", "shop", "edge").expect("edge is listed");
     assert_eq!(entry["state"], "Skipped", "{entry}");
