@@ -2,11 +2,11 @@
 //! readiness, and the controller's settings. It sits below the duties and the pipeline and knows
 //! neither.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::{DeleteParams, PatchParams};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -81,12 +81,19 @@ pub struct Context {
     pub client: Client,
     /// Controller settings.
     pub config: Config,
-    /// Every link.
+    /// Every link. Read through [`Context::live_links`] or [`Context::link`], which see the
+    /// operator's own writes before the watch delivers them.
     pub links: Store<AppServiceLink>,
-    /// Every Service.
+    /// Every Service, pruned to what the duties read ([`crate::cache`]). Read through
+    /// [`Context::services`] or [`Context::service`].
     pub services: Store<Service>,
     /// Every Namespace (for `namespaceSelector`).
     pub namespaces: Store<Namespace>,
+    /// The ConfigMap the zones are written to (`kube-system/coredns-custom`, or the dedicated
+    /// CoreDNS's). Read through [`Context::zones_configmap`].
+    pub zones_configmap: Store<ConfigMap>,
+    /// What the operator's own writes returned, until the watches deliver them.
+    pub own: OwnWrites,
     /// The ARM client, or why Azure access is not configured.
     pub arm: Result<ArmClient, String>,
     /// Reconcile and App Service metrics.
@@ -159,8 +166,9 @@ impl Context {
     /// Links that are not being deleted.
     pub fn live_links(&self) -> Vec<Arc<AppServiceLink>> {
         let mut links: Vec<_> = self
+            .own
             .links
-            .state()
+            .state(&self.links)
             .into_iter()
             .filter(|l| l.meta().deletion_timestamp.is_none())
             .collect();
@@ -173,6 +181,33 @@ impl Context {
         let mut links = self.live_links();
         links.retain(|l| validation::validate(&l.spec, &self.config.cluster_domain).is_empty());
         links
+    }
+
+    /// The link as last written or watched.
+    pub fn link(&self, link: &AppServiceLink) -> Arc<AppServiceLink> {
+        let key = ObjectRef::from_obj(link);
+        self.own
+            .links
+            .get(&self.links, &key)
+            .unwrap_or_else(|| Arc::new(link.clone()))
+    }
+
+    /// Every Service, with the operator's own writes.
+    pub fn services(&self) -> Vec<Arc<Service>> {
+        self.own.services.state(&self.services)
+    }
+
+    /// The Service `namespace/name`, with the operator's own writes.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.own
+            .services
+            .get(&self.services, &ObjectRef::new(name).within(namespace))
+    }
+
+    /// The ConfigMap the zones are written to, with the operator's own writes.
+    pub fn zones_configmap(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        let key = ObjectRef::new(name).within(namespace);
+        self.own.configmaps.get(&self.zones_configmap, &key)
     }
 
     /// The labels of a namespace, as the cache last saw them (none when it is not there).
@@ -189,4 +224,193 @@ pub fn current_status(link: &AppServiceLink) -> Option<&AppServiceLinkStatus> {
     link.status
         .as_ref()
         .filter(|s| s.observed_generation == link.meta().generation)
+}
+
+/// The objects the operator's own writes returned, kept until the watch delivers them (or
+/// something newer), so that the next reconcile reads its own writes without waiting for the watch:
+/// it neither writes again nor decides from the state before its write. In dry-run mode nothing is
+/// recorded: what a dry-run write returns was never stored.
+pub struct OwnWrites {
+    /// Services: converted, restored, the DNS Services.
+    pub services: Written<Service>,
+    /// Links: status, and the records in their annotations.
+    pub links: Written<AppServiceLink>,
+    /// The zones' ConfigMap.
+    pub configmaps: Written<ConfigMap>,
+}
+
+impl OwnWrites {
+    /// Nothing written yet; `dry_run`: never record anything.
+    pub fn new(dry_run: bool) -> Self {
+        Self {
+            services: Written::new(dry_run),
+            links: Written::new(dry_run),
+            configmaps: Written::new(dry_run),
+        }
+    }
+}
+
+/// What writes of one kind returned, by object.
+pub struct Written<K: Resource<DynamicType = ()>> {
+    dry_run: bool,
+    objects: std::sync::Mutex<HashMap<ObjectRef<K>, Arc<K>>>,
+}
+
+impl<K> Written<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    fn new(dry_run: bool) -> Self {
+        Self {
+            dry_run,
+            objects: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Records what a write returned.
+    pub fn record(&self, returned: K) {
+        if self.dry_run {
+            return;
+        }
+        let key = ObjectRef::from_obj(&returned);
+        self.lock().insert(key, Arc::new(returned));
+    }
+
+    /// The object as the operator last knows it: what its write returned while the cache still
+    /// shows an older version, else the cache's.
+    pub fn get(&self, store: &Store<K>, key: &ObjectRef<K>) -> Option<Arc<K>> {
+        let cached = store.get(key);
+        let mut objects = self.lock();
+        match objects.get(key) {
+            Some(written) if newer(written.as_ref(), cached.as_deref()) => Some(written.clone()),
+            Some(_) => {
+                objects.remove(key);
+                cached
+            }
+            None => cached,
+        }
+    }
+
+    /// Every cached object, with the operator's writes in place of older versions.
+    pub fn state(&self, store: &Store<K>) -> Vec<Arc<K>> {
+        let mut state = store.state();
+        let mut objects = self.lock();
+        if objects.is_empty() {
+            return state;
+        }
+        for object in &mut state {
+            let key = ObjectRef::from_obj(object.as_ref());
+            if let Some(written) = objects.get(&key) {
+                if newer(written.as_ref(), Some(object.as_ref())) {
+                    *object = written.clone();
+                } else {
+                    objects.remove(&key);
+                }
+            }
+        }
+        // A write whose object the cache does not have yet (a create) counts too; one deleted
+        // since is forgotten when the watch sees the deletion.
+        state.extend(
+            objects
+                .iter()
+                .filter(|(key, _)| store.get(key).is_none())
+                .map(|(_, written)| written.clone()),
+        );
+        state
+    }
+
+    /// True when `seen` (a watch event) is the operator's own write coming back: the very version
+    /// a write returned.
+    pub fn is_echo(&self, seen: &K) -> bool {
+        let key = ObjectRef::from_obj(seen);
+        self.lock().get(&key).is_some_and(|written| {
+            written.meta().resource_version.is_some()
+                && written.meta().resource_version == seen.meta().resource_version
+        })
+    }
+
+    /// Forgets the written object `key` (it was deleted).
+    pub fn forget(&self, key: &ObjectRef<K>) {
+        self.lock().remove(key);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, Arc<K>>> {
+        // Only held for map operations, which do not panic.
+        self.objects.lock().expect("own writes")
+    }
+}
+
+/// True when `written` is newer than the `cached` version. resourceVersions are etcd revisions,
+/// which only grow; one that does not parse as a number is taken as not newer, so the cache wins.
+fn newer<K: Resource>(written: &K, cached: Option<&K>) -> bool {
+    let version = |o: &K| o.meta().resource_version.as_deref()?.parse::<u64>().ok();
+    match (version(written), cached.map(version)) {
+        (Some(_), None) => true,
+        (Some(w), Some(Some(c))) => w > c,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::{reflector, watcher};
+
+    fn svc(name: &str, version: &str, type_: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": version},
+            "spec": {"type": type_},
+        }))
+        .unwrap()
+    }
+
+    fn type_of(svc: Option<Arc<Service>>) -> Option<String> {
+        svc?.spec.as_ref()?.type_.clone()
+    }
+
+    #[test]
+    fn a_write_is_read_back_until_the_watch_delivers_it_or_something_newer() {
+        let (store, mut writer) = reflector::store::<Service>();
+        writer.apply_watcher_event(&watcher::Event::Apply(svc("api", "5", "ClusterIP")));
+        let written = Written::new(false);
+        let key = ObjectRef::new("api").within("shop");
+        written.record(svc("api", "6", "LoadBalancer"));
+        assert_eq!(
+            type_of(written.get(&store, &key)).as_deref(),
+            Some("LoadBalancer")
+        );
+        assert_eq!(
+            type_of(written.state(&store).pop()).as_deref(),
+            Some("LoadBalancer")
+        );
+        assert!(written.is_echo(&svc("api", "6", "LoadBalancer")));
+        assert!(!written.is_echo(&svc("api", "7", "NodePort")));
+        // Someone else changed it after the write: the cache wins from then on.
+        writer.apply_watcher_event(&watcher::Event::Apply(svc("api", "7", "NodePort")));
+        assert_eq!(
+            type_of(written.get(&store, &key)).as_deref(),
+            Some("NodePort")
+        );
+        assert!(!written.is_echo(&svc("api", "6", "LoadBalancer")));
+    }
+
+    #[test]
+    fn a_created_object_counts_before_the_watch_lists_it_and_not_after_its_deletion() {
+        let (store, _writer) = reflector::store::<Service>();
+        let written = Written::new(false);
+        written.record(svc("dns", "3", "LoadBalancer"));
+        assert_eq!(written.state(&store).len(), 1);
+        written.forget(&ObjectRef::new("dns").within("shop"));
+        assert!(written.state(&store).is_empty());
+    }
+
+    #[test]
+    fn a_dry_run_records_nothing() {
+        let (store, _writer) = reflector::store::<Service>();
+        let written = Written::new(true);
+        written.record(svc("api", "6", "LoadBalancer"));
+        assert!(written
+            .get(&store, &ObjectRef::new("api").within("shop"))
+            .is_none());
+    }
 }

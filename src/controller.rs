@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
+use std::collections::HashMap;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
 use kube::api::ListParams;
 use kube::runtime::events::Recorder;
@@ -20,15 +22,19 @@ use tracing::{info, warn};
 
 use crate::azure::arm::ArmClient;
 use crate::cache;
-use crate::context::{Config, Context};
+use crate::context::{Config, Context, OwnWrites};
 use crate::crd::AppServiceLink;
-use crate::duties::{corefile, dedicated_dns, service_link};
+use crate::duties::service_link::{self, Selection};
+use crate::duties::{corefile, dedicated_dns};
 use crate::reconcile::{self, Pipeline};
 use crate::runtime::health::Health;
 use crate::runtime::metrics::Metrics;
 
 /// Name the operator reports Events under.
 const REPORTER: &str = "appservicelink";
+/// How many links are reconciled at once. Each reconcile also bounds its own writes
+/// (`service_link::PARALLEL_WRITES`), so the apiserver sees at most the product in flight.
+const MAX_CONCURRENT_RECONCILES: u16 = 8;
 
 /// Why the controller could not start.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +60,14 @@ pub async fn run(
         // Stopped while the apiserver was still failing: nothing was started.
         () = shutdown.clone() => return Ok(()),
     }
-    let synced = health.caches(3);
+    // The zones' ConfigMap: coredns-custom, or in dedicated mode the dedicated CoreDNS's own
+    // (nothing in kube-system is read or written then). The Corefile and CoreDNS's Deployment are
+    // read only when the zones duty runs, once per change (reconcile::serve_zones_once).
+    let (configmap_namespace, configmap_name) = match &config.dedicated_dns {
+        None => (corefile::NAMESPACE, corefile::CONFIGMAP),
+        Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
+    };
+    let synced = health.caches(4);
     let (links, links_writer) = reflector::store();
     // Status writes do not change these, so the operator never wakes itself up by writing status.
     let links_stream = watcher(links_api, watcher::Config::default())
@@ -65,15 +78,14 @@ pub async fn run(
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
     let (services, services_writer) = reflector::store();
-    let services_stream = watcher(
+    let services_events = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .modify(cache::service)
     .reflect(services_writer)
-    .inspect_ok(synced.listed())
-    .touched_objects();
+    .inspect_ok(synced.listed());
     let (namespaces, namespaces_writer) = reflector::store();
     let namespaces_stream = watcher(
         Api::<Namespace>::all(client.clone()),
@@ -84,37 +96,59 @@ pub async fn run(
     .reflect(namespaces_writer)
     .inspect_ok(synced.listed())
     .touched_objects();
-    // The ConfigMap the zones are written to: coredns-custom, or in dedicated mode the dedicated
-    // CoreDNS's own (nothing in kube-system is read or written then).
-    let (configmap_namespace, configmap_name) = match &config.dedicated_dns {
-        None => (corefile::NAMESPACE, corefile::CONFIGMAP),
-        Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
-    };
-    let configmap_stream = watcher(
+    let by_name = |name: &str| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let (zones_configmap, zones_writer) = reflector::store();
+    let zones_stream = watcher(
         Api::<ConfigMap>::namespaced(client.clone(), configmap_namespace),
-        watcher::Config::default().fields(&format!("metadata.name={configmap_name}")),
+        by_name(configmap_name),
     )
     .default_backoff()
+    .modify(cache::configmap)
+    .reflect(zones_writer)
+    .inspect_ok(synced.listed())
     .touched_objects();
-
-    let pipeline = Arc::new(Pipeline::new(Context {
-        recorder: Recorder::new(client.clone(), REPORTER.into()),
-        client,
-        config,
-        links: links.clone(),
-        services,
-        namespaces,
-        arm,
-        metrics,
-        health: health.clone(),
-    }));
+    let (wake, woken) = futures::channel::mpsc::unbounded();
+    let own = OwnWrites::new(config.dry_run);
+    let pipeline = Arc::new(Pipeline::new(
+        Context {
+            recorder: Recorder::new(client.clone(), REPORTER.into()),
+            client,
+            config,
+            links: links.clone(),
+            services,
+            namespaces,
+            zones_configmap,
+            own,
+            arm,
+            metrics,
+            health: health.clone(),
+        },
+        wake,
+    ));
     let for_service = pipeline.clone();
     let for_namespace = pipeline.clone();
     let for_configmap = pipeline.clone();
+    let selections = Arc::new(Selections::default());
+    // A deleted Service's own write is forgotten; touched objects then wake whom they concern.
+    let services_stream = services_events
+        .inspect_ok({
+            let pipeline = pipeline.clone();
+            move |event| {
+                if let watcher::Event::Delete(svc) = event {
+                    pipeline.ctx.own.services.forget(&ObjectRef::from_obj(svc));
+                }
+            }
+        })
+        .touched_objects();
     info!("controller started");
     Controller::for_stream(links_stream, links)
         .watches_stream(services_stream, move |svc| {
-            links_for_service(&for_service.ctx, &svc)
+            // The operator's own write coming back concerns nobody: the reconcile that wrote it
+            // already used what the write returned.
+            if for_service.ctx.own.services.is_echo(&svc) {
+                return Vec::new();
+            }
+            selections.links_for_service(&for_service.ctx, &svc)
         })
         .watches_stream(namespaces_stream, move |_ns: Namespace| {
             for_namespace
@@ -125,17 +159,20 @@ pub async fn run(
                 .map(|l| ObjectRef::from_obj(&**l))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(configmap_stream, move |_cm: ConfigMap| {
-            for_configmap
-                .ctx
-                .live_links()
-                .iter()
-                .map(|l| ObjectRef::from_obj(&**l))
-                .collect::<Vec<_>>()
+        // The zones are served for all links at once: a change to their ConfigMap wakes one link,
+        // which brings them in line and wakes the others only if what their status says of the
+        // zones changed (reconcile::serve_zones_once).
+        .watches_stream(zones_stream, move |cm: ConfigMap| {
+            if for_configmap.ctx.own.configmaps.is_echo(&cm) {
+                return None;
+            }
+            reconcile::zones_owner(&for_configmap.ctx)
         })
-        // Lets the watch events of one burst of writes land before the next reconcile reads the caches.
+        .reconcile_on(woken)
+        // No debounce: reconciles read their own writes (Context::own), so they need not wait for
+        // the watch events of a burst of writes; a bounded number run at once.
         .with_config(
-            kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)),
+            kube::runtime::controller::Config::default().concurrency(MAX_CONCURRENT_RECONCILES),
         )
         .trigger_backoff(EachWatchBacksOff)
         .graceful_shutdown_on(shutdown)
@@ -219,21 +256,44 @@ fn spec_or_lifecycle(link: &AppServiceLink) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// The links a Service event concerns: those that select it, the one holding it, and those whose
-/// DNS Service it is.
-fn links_for_service(ctx: &Context, svc: &Service) -> Vec<ObjectRef<AppServiceLink>> {
-    let holder = service_link::holder(svc);
-    let is_dns = svc.namespace().as_deref() == Some(ctx.dns_namespace());
-    ctx.links
-        .state()
-        .iter()
-        .filter(|link| {
-            holder == Some(link.name_any().as_str())
-                || service_link::selects(ctx, link, svc)
-                || (is_dns && link.spec.dns.service.name == svc.name_any())
-        })
-        .map(|link| ObjectRef::from_obj(&**link))
-        .collect()
+/// Each link's selection, parsed once per generation, to decide which links a Service event
+/// concerns without parsing every link's selectors for every event.
+#[derive(Default)]
+struct Selections(std::sync::Mutex<HashMap<ObjectRef<AppServiceLink>, Compiled>>);
+
+/// A link's selection, and the generation it was parsed at.
+type Compiled = (Option<i64>, Arc<Selection>);
+
+impl Selections {
+    /// The links a Service event concerns: those that select it, the one holding it, and those
+    /// whose DNS Service it is.
+    fn links_for_service(&self, ctx: &Context, svc: &Service) -> Vec<ObjectRef<AppServiceLink>> {
+        let holder = service_link::holder(svc);
+        let is_dns = svc.namespace().as_deref() == Some(ctx.dns_namespace());
+        let links = ctx.links.state();
+        // Only held for map operations and selector matching, which do not panic.
+        let mut compiled = self.0.lock().expect("selections");
+        compiled.retain(|key, _| links.iter().any(|l| ObjectRef::from_obj(&**l) == *key));
+        links
+            .iter()
+            .filter(|link| {
+                let key = ObjectRef::from_obj(&***link);
+                let generation = link.metadata.generation;
+                let selection = match compiled.get(&key) {
+                    Some((seen, selection)) if *seen == generation => selection.clone(),
+                    _ => {
+                        let selection = Arc::new(Selection::of(link));
+                        compiled.insert(key, (generation, selection.clone()));
+                        selection
+                    }
+                };
+                holder == Some(link.name_any().as_str())
+                    || selection.matches(ctx, svc)
+                    || (is_dns && link.spec.dns.service.name == svc.name_any())
+            })
+            .map(|link| ObjectRef::from_obj(&**link))
+            .collect()
+    }
 }
 
 #[cfg(test)]

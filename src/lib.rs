@@ -7,7 +7,7 @@
 //! - [`error`], [`context`] and [`status`]: what every duty shares;
 //! - [`duties`]: one module per duty;
 //! - [`reconcile`]: the pipeline (validate, the duties, status) and the finalizer;
-//! - [`controller`]: the watches that trigger it, and [`cache`]: what their stores keep of each object.
+//! - [`controller`]: the watches that trigger it.
 //!
 //! ARCHITECTURE.md walks through it.
 

@@ -13,6 +13,7 @@ use kube::api::Patch;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{finalizer, Event};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -146,21 +147,71 @@ pub struct Pipeline {
     /// What the duties are given.
     pub ctx: Context,
     /// Serialises the cluster-wide duties (DNS Service, CoreDNS override), which every link
-    /// computes from all links.
-    cluster_wide: tokio::sync::Mutex<()>,
+    /// computes from all links, and keeps what serving the zones last came to.
+    cluster_wide: tokio::sync::Mutex<ZonesServed>,
     /// Consecutive failures per link, for the backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Wakes links whose status the shared zones duty changed.
+    wake: futures::channel::mpsc::UnboundedSender<ObjectRef<AppServiceLink>>,
 }
 
 impl Pipeline {
-    /// A pipeline over `ctx`.
-    pub fn new(ctx: Context) -> Self {
+    /// A pipeline over `ctx`; `wake` reconciles the links sent to it.
+    pub fn new(
+        ctx: Context,
+        wake: futures::channel::mpsc::UnboundedSender<ObjectRef<AppServiceLink>>,
+    ) -> Self {
         Self {
             ctx,
-            cluster_wide: tokio::sync::Mutex::new(()),
+            cluster_wide: tokio::sync::Mutex::new(ZonesServed::default()),
             failures: Mutex::new(HashMap::new()),
+            wake,
         }
     }
+}
+
+/// What serving the zones came to, and from what: the zones and the versions of the objects the
+/// duty read. The same inputs give the same outcome, so it is computed once per change (or per
+/// resync, for drift), not once per link.
+#[derive(Default)]
+pub struct ZonesServed {
+    last: Option<(ZonesInputs, Instant, DutyStatus)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct ZonesInputs {
+    zones: Vec<String>,
+    version: Option<String>,
+}
+
+impl ZonesInputs {
+    fn now(ctx: &Context) -> Self {
+        let mut zones: Vec<String> = ctx
+            .valid_links()
+            .iter()
+            .map(|l| l.spec.dns.zone.clone())
+            .collect();
+        zones.sort();
+        zones.dedup();
+        // The Corefile and CoreDNS's Deployment are read when the duty runs; their changes are
+        // picked up at the resync.
+        let (namespace, name) = match &ctx.config.dedicated_dns {
+            Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
+            None => (corefile::NAMESPACE, corefile::CONFIGMAP),
+        };
+        let version = ctx
+            .zones_configmap(namespace, name)
+            .and_then(|c| c.metadata.resource_version.clone());
+        Self { zones, version }
+    }
+}
+
+/// The link that serves the zones when their ConfigMaps or CoreDNS changed: the first valid link
+/// by name (an invalid one does not run the duties).
+pub fn zones_owner(ctx: &Context) -> Option<ObjectRef<AppServiceLink>> {
+    ctx.valid_links()
+        .first()
+        .map(|l| ObjectRef::from_obj(l.as_ref()))
 }
 
 /// Reconciles one link, and counts it in the metrics.
@@ -181,6 +232,8 @@ async fn reconcile_link(link: Arc<AppServiceLink>, pipeline: &Pipeline) -> Resul
     let ctx = &pipeline.ctx;
     // Deciding on a partial view could, say, restore a Service only because it was not listed yet.
     ctx.health.caches_synced().await;
+    // Its status as last written, even before the watch delivers it.
+    let link = ctx.link(&link);
     let api = Api::<AppServiceLink>::all(ctx.client.clone());
     let name = link.name_any();
     if ctx.config.dry_run {
@@ -257,10 +310,10 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
     let services = service_link::reconcile(ctx, link).await;
     failures.extend(services.failures.into_iter().map(Error::from));
     let (dns, corefile) = {
-        let _cluster_wide = pipeline.cluster_wide.lock().await;
+        let mut served = pipeline.cluster_wide.lock().await;
         (
             dns_service::reconcile(ctx, link).await,
-            serve_zones(ctx, Some(link)).await,
+            serve_zones_once(pipeline, &mut served, link).await,
         )
     };
     let mut dns = dns.unwrap_or_else(|err| {
@@ -345,6 +398,37 @@ async fn apply(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Err
     }
 }
 
+/// Duty 3 for a live link: computed again only when its inputs changed or the last computation is
+/// a resync old; when the outcome changed, the other links are woken to report it.
+async fn serve_zones_once(
+    pipeline: &Pipeline,
+    served: &mut ZonesServed,
+    link: &AppServiceLink,
+) -> Result<DutyStatus, Error> {
+    let ctx = &pipeline.ctx;
+    let inputs = ZonesInputs::now(ctx);
+    if let Some((seen, at, duty)) = &served.last {
+        if *seen == inputs && at.elapsed() < ctx.config.resync {
+            return Ok(duty.clone());
+        }
+    }
+    let previous = served.last.take().map(|(_, _, duty)| duty);
+    let duty = serve_zones(ctx, Some(link)).await?;
+    if previous.as_ref().is_some_and(|p| *p != duty) {
+        for other in ctx.valid_links() {
+            if other.name_any() != link.name_any() {
+                // The receiver lives as long as the controller; a send fails only at shutdown.
+                let _ = pipeline
+                    .wake
+                    .unbounded_send(ObjectRef::from_obj(other.as_ref()));
+            }
+        }
+    }
+    // Read again: the duty's own writes changed the versions.
+    served.last = Some((ZonesInputs::now(ctx), Instant::now(), duty.clone()));
+    Ok(duty)
+}
+
 /// Duty 3: the zones served by the cluster's CoreDNS (the `coredns-custom` override) or, in
 /// dedicated mode, by the operator's own CoreDNS.
 async fn serve_zones(ctx: &Context, link: Option<&AppServiceLink>) -> Result<DutyStatus, Error> {
@@ -372,7 +456,8 @@ async fn undo(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Erro
     crash_points::reached("cleanup-after-app-services");
     let services = service_link::cleanup(ctx, link).await;
     {
-        let _cluster_wide = pipeline.cluster_wide.lock().await;
+        let mut served = pipeline.cluster_wide.lock().await;
+        served.last = None;
         serve_zones(ctx, None).await?;
         dns_service::cleanup(ctx, link).await?;
     }
@@ -449,7 +534,7 @@ async fn write_status(
         "kind": "AppServiceLink",
         "status": new,
     });
-    if let Err(e) = api
+    match api
         .patch_status(
             &link.name_any(),
             &ctx.apply_params(STATUS_FIELD_MANAGER),
@@ -457,23 +542,26 @@ async fn write_status(
         )
         .await
     {
-        let err = Error::Status(KubeError::new(
-            format!("writing status of AppServiceLink {}", link.name_any()),
-            e,
-        ));
-        // Status cannot say it, so an Event does: what was done stays done, and what to restore
-        // is kept in the link's annotation, not only in status.
-        ctx.event(
-            link,
-            EventType::Warning,
-            "StatusWriteFailed",
-            format!(
-                "{err}; {}; the status shown is stale until it can be written",
-                err.advice()
-            ),
-        )
-        .await;
-        return Err(err);
+        Ok(written) => ctx.own.links.record(written),
+        Err(e) => {
+            let err = Error::Status(KubeError::new(
+                format!("writing status of AppServiceLink {}", link.name_any()),
+                e,
+            ));
+            // Status cannot say it, so an Event does: what was done stays done, and what to restore
+            // is kept in the link's annotation, not only in status.
+            ctx.event(
+                link,
+                EventType::Warning,
+                "StatusWriteFailed",
+                format!(
+                    "{err}; {}; the status shown is stale until it can be written",
+                    err.advice()
+                ),
+            )
+            .await;
+            return Err(err);
+        }
     }
     Ok(())
 }

@@ -401,8 +401,10 @@ async fn write_fresh(
         let err = match write(arm, mode, site, settings.as_ref(), &changing).await {
             Ok(()) => return Ok(true),
             // A retry costs a read and a write, and ARM counts the app-settings list (a POST) as a
-            // write too: wait for two requests' worth of Retry-After, or the retry's read would take
-            // the one token the write was waiting for, again and again.
+            // write too, so the retry's read can take the one token the write was waiting for.
+            // Retry-After only says when one token is back (a fraction of a token may already be
+            // there), so a fixed multiple of it can lock into step with the refill, read after read
+            // taking the token; a wait that doubles with each throttled write cannot.
             Err(ArmError::Throttled {
                 operation,
                 attempts,
@@ -410,7 +412,7 @@ async fn write_fresh(
             }) => ArmError::Throttled {
                 operation,
                 attempts,
-                retry_after: retry_after.map(|d| d * 2),
+                retry_after: retry_after.map(|d| d * 2u32.saturating_pow(attempt)),
             },
             Err(err) => err,
         };
@@ -503,7 +505,7 @@ async fn persist_records(
             &Patch::Merge(&patch),
         )
         .await
-        .map(drop)
+        .map(|written| ctx.own.links.record(written))
         .map_err(|e| {
             crate::error::KubeError::new(
                 format!(
@@ -974,7 +976,7 @@ async fn write_entries(
             &Patch::Merge(&patch),
         )
         .await
-        .map(drop)
+        .map(|written| ctx.own.links.record(written))
 }
 
 /// Restores (or, with `Retain`, leaves) one App Service the link no longer names.

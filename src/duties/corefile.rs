@@ -386,12 +386,8 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
         .filter_map(|l| Zone::parse(&l.spec.dns.zone).ok())
         .collect();
     let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), NAMESPACE);
-    let configmap = api.get_opt(CONFIGMAP).await.map_err(|e| {
-        Error::Override(KubeError::new(
-            format!("reading ConfigMap {NAMESPACE}/{CONFIGMAP}"),
-            e,
-        ))
-    })?;
+    // Watched, with the operator's own last write.
+    let configmap = ctx.zones_configmap(NAMESPACE, CONFIGMAP);
     let data = configmap
         .as_ref()
         .and_then(|c| c.data.clone())
@@ -503,13 +499,12 @@ pub async fn reconcile(ctx: &Context, link: Option<&AppServiceLink>) -> Result<D
             String::new()
         }
     };
-    let zone_list: Vec<&str> = zones.iter().map(Zone::as_str).collect();
+    // Every link's condition says the same, so that one link's zone edit changes no other status.
     Ok(DutyStatus::ready(
         types::COREDNS_OVERRIDE,
         "OverrideApplied",
         format!(
-            "k8s_external serves zone(s) {} through key {OVERRIDE_KEY}{rollout}",
-            zone_list.join(", ")
+            "k8s_external serves every link's zone through key {OVERRIDE_KEY} of ConfigMap {NAMESPACE}/{CONFIGMAP}{rollout}"
         ),
     ))
 }
@@ -527,7 +522,7 @@ async fn apply(
         &Patch::Apply(&desired_configmap(content, rolled_for)),
     )
     .await
-    .map(drop)
+    .map(|written| ctx.own.configmaps.record(written))
     .map_err(|e| {
         Error::Override(KubeError::new(
             format!("applying key {OVERRIDE_KEY} of ConfigMap {NAMESPACE}/{CONFIGMAP}"),

@@ -7,7 +7,6 @@
 use k8s_openapi::api::core::v1::Service;
 use kube::api::Patch;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{json, Value};
 
@@ -292,9 +291,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
     let mine = settings(ctx, link);
     let name = &mine.name;
     let claims = claims(ctx);
-    let observed = ctx
-        .services
-        .get(&ObjectRef::new(name).within(ctx.dns_namespace()));
+    let observed = ctx.service(ctx.dns_namespace(), name);
     // The link is not among the valid live links any more: it was edited or deleted after this
     // reconcile started. Its next reconcile sees the new state.
     let Some(decider) = deciding_claim(&claims, name, observed.as_deref()) else {
@@ -350,6 +347,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
                         e,
                     ))
                 })?;
+            ctx.own.services.record(applied.clone());
             ctx.event(
                 link,
                 EventType::Normal,
@@ -422,8 +420,7 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> Result<DnsOutcom
 pub fn observed_ip(ctx: &Context, link: &AppServiceLink) -> Option<String> {
     let mine = settings(ctx, link);
     let svc = ctx
-        .services
-        .get(&ObjectRef::new(&mine.name).within(ctx.dns_namespace()))
+        .service(ctx.dns_namespace(), &mine.name)
         .filter(|s| is_ours(&**s))?;
     let pinned = pinned_on(link, &mine.namespace, &mine.name);
     dns_server_ip(&svc, &mine, pinned.as_deref())
@@ -448,6 +445,7 @@ async fn record_pin(
             &Patch::Merge(&patch),
         )
         .await
+        .map(|written| ctx.own.links.record(written))
         .map_err(|e| {
             Error::Apply(KubeError::new(
                 format!(
@@ -489,7 +487,7 @@ async fn mark_retained(ctx: &Context, name: &str, by: Option<&str>) -> Result<()
             &Patch::Merge(&patch),
         )
         .await
-        .map(drop)
+        .map(|written| ctx.own.services.record(written))
 }
 
 /// A link names a retained DNS Service again: it is managed, and deleted when unused, as before.
@@ -562,8 +560,8 @@ pub async fn collect_unused(
     uses: Option<&[AppServiceStatus]>,
 ) -> Result<(), Error> {
     let ns = ctx.dns_namespace();
-    let links: Vec<_> = ctx.links.state();
-    let services = ctx.services.state();
+    let links: Vec<_> = ctx.own.links.state(&ctx.links);
+    let services = ctx.services();
     let unused = deletable(
         services.iter().map(|s| &**s),
         ns,
@@ -606,8 +604,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
             .as_ref()
             .is_some_and(|s| s.app_services.iter().any(|e| e.dns_server.is_some()));
     let ours = ctx
-        .services
-        .get(&ObjectRef::new(name).within(ctx.dns_namespace()))
+        .service(ctx.dns_namespace(), name)
         .filter(|s| is_ours(&**s));
     if ours.is_some_and(|s| retaining && !is_retained(&s)) {
         mark_retained(ctx, name, Some(&link.name_any()))

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -547,101 +548,69 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     let previous_entries = current_status(link)
         .map(|s| s.services.clone())
         .unwrap_or_default();
-    let mut all = ctx.services.state();
-    all.sort_by_key(|s| (s.namespace(), s.name_any()));
+    let all = ctx.services();
+    let selection = Selection::of(link);
+    let links = Links::valid(ctx);
+    let mut selected: Vec<&Arc<Service>> =
+        all.iter().filter(|s| selection.matches(ctx, s)).collect();
+    selected.sort_by(|a, b| {
+        (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
+            .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
+    });
     let mut entries = Vec::new();
     let mut failures = Vec::new();
     let mut changes = Changes::default();
     // Entries still waiting for their load balancer, with the Service, by namespace.
     let mut waiting: BTreeMap<String, Vec<(usize, Service)>> = BTreeMap::new();
-    let selection = Selection::of(link);
-    let links = Links::valid(ctx);
-    for svc in all.iter().filter(|s| selection.matches(ctx, s)) {
-        let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
-        let (reverts, last_revert_time) = previous_entries
-            .iter()
-            .find(|e| e.namespace == namespace && e.name == name)
-            .map_or((0, None), |e| {
-                decayed(e, ctx.config.revert_window, Timestamp::now())
-            });
-        let mut entry = LinkedServiceStatus {
-            fqdn: format!("{name}.{namespace}.{zone}"),
-            namespace: namespace.clone(),
-            name: name.clone(),
-            reverts,
-            last_revert_time,
-            ..Default::default()
-        };
-        let holder = live_holder(ctx, &links, svc, &want.link);
-        let observed = match plan(svc, &want, holder.as_ref()) {
-            ServicePlan::Converged => Some((**svc).clone()),
-            ServicePlan::Apply(body) => {
-                let applied = match apply(ctx, svc, &body).await {
-                    Ok(applied) => applied,
-                    Err(err) => {
-                        failed(&mut entry, &err);
-                        failures.push(err);
-                        entries.push(entry);
-                        continue;
-                    }
-                };
-                if applied.is_some() {
-                    crate::runtime::crash_points::reached("service-after-apply");
-                    changes
-                        .converted
-                        .push((format!("{namespace}/{name}"), String::new()));
-                }
-                applied
-            }
-            ServicePlan::Reverted {
-                managers,
-                apply: body,
-            } => {
-                let managers = managers.join(", ");
-                if reverts >= MAX_REVERTS {
-                    entry.state = LinkedServiceState::Conflict;
-                    entry.message = Some(format!(
-                        "field manager(s) {managers} keep reverting the conversion; stopped re-applying after {MAX_REVERTS} attempts. Stop managing spec.type and the load-balancer annotations of this Service in that tool (for Argo CD: ignoreDifferences with RespectIgnoreDifferences=true), then edit the link to retry (or wait: a revert {}s after the last one is re-applied again)", ctx.config.revert_window.as_secs()
-                    ));
-                    entries.push(entry);
-                    continue;
-                }
-                entry.reverts = reverts + 1;
-                entry.last_revert_time = Some(Time(Timestamp::now()));
-                ctx.event(link, EventType::Warning, "ServiceReverted", format!("field manager(s) {managers} reverted Service {namespace}/{name}; re-applying ({} of {MAX_REVERTS})", reverts + 1)).await;
-                match apply(ctx, svc, &body).await {
-                    Ok(applied) => applied,
-                    Err(err) => {
-                        failed(&mut entry, &err);
-                        failures.push(err);
-                        entries.push(entry);
-                        continue;
-                    }
-                }
-            }
-            ServicePlan::Skip(reason) => {
-                entry.state = LinkedServiceState::Skipped;
-                entry.message = Some(reason.message().into());
+    let now = Timestamp::now();
+    let steps: Vec<_> = selected
+        .into_iter()
+        .map(|svc| {
+            let (namespace, name) = (svc.namespace().unwrap_or_default(), svc.name_any());
+            let (reverts, last_revert_time) = previous_entries
+                .iter()
+                .find(|e| e.namespace == namespace && e.name == name)
+                .map_or((0, None), |e| decayed(e, ctx.config.revert_window, now));
+            let entry = LinkedServiceStatus {
+                fqdn: format!("{name}.{namespace}.{zone}"),
+                namespace,
+                name,
+                reverts,
+                last_revert_time,
+                ..Default::default()
+            };
+            let holder = live_holder(ctx, &links, svc, &want.link);
+            let plan = plan(svc, &want, holder.as_ref());
+            settle(ctx, link, svc, plan, entry)
+        })
+        .collect();
+    // The writes go out a bounded number at a time; the entries keep the Services' order.
+    let mut settled = futures::stream::iter(steps).buffered(PARALLEL_WRITES);
+    while let Some(step) = settled.next().await {
+        let Settled {
+            mut entry,
+            observed,
+            failure,
+            converted,
+        } = step;
+        if converted {
+            changes
+                .converted
+                .push((format!("{}/{}", entry.namespace, entry.name), String::new()));
+        }
+        if let Some(err) = failure {
+            failures.push(err);
+        }
+        // Settled without an observed Service: the entry is final, or the Service was deleted
+        // mid-way and simply drops out.
+        let observed = match observed {
+            Observed::Final => {
                 entries.push(entry);
                 continue;
             }
-            ServicePlan::SharedWith(holder) => {
-                entry.message = Some(format!(
-                    "shared with AppServiceLink {holder}, which converted it"
-                ));
-                Some((**svc).clone())
-            }
-            ServicePlan::Conflict { holder } => {
-                entry.state = LinkedServiceState::Conflict;
-                entry.message = Some(format!(
-                    "AppServiceLink {holder} already holds this Service with a different subnet; it keeps it until it lets go"
-                ));
-                entries.push(entry);
-                continue;
-            }
+            Observed::Gone => continue,
+            Observed::Service(observed) => observed,
         };
-        // A Service deleted mid-way simply drops out.
-        let Some(observed) = observed else { continue };
         entry.internal_ip = is_internal_load_balancer(&observed)
             .then(|| load_balancer::load_balancer_ip(&observed))
             .flatten();
@@ -649,9 +618,9 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
             LinkedServiceState::Linked
         } else {
             waiting
-                .entry(namespace.clone())
+                .entry(entry.namespace.clone())
                 .or_default()
-                .push((entries.len(), observed.clone()));
+                .push((entries.len(), (*observed).clone()));
             LinkedServiceState::Pending
         };
         if entry.message.is_none()
@@ -699,6 +668,108 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     }
 }
 
+/// How many Service writes one link has in flight at once.
+pub const PARALLEL_WRITES: usize = 16;
+
+/// One selected Service, settled: its entry, and what it looks like now.
+struct Settled {
+    entry: LinkedServiceStatus,
+    observed: Observed,
+    /// The write the apiserver refused, also in the entry.
+    failure: Option<Error>,
+    /// Converted (or taken over) by this reconcile.
+    converted: bool,
+}
+
+/// What a selected Service looks like after its plan was carried out.
+enum Observed {
+    /// As the entry already says: refused, skipped, in conflict.
+    Final,
+    /// Deleted meanwhile.
+    Gone,
+    /// This, whose load balancer IP the entry reports.
+    Service(Arc<Service>),
+}
+
+/// Carries out `plan` for one selected Service.
+async fn settle(
+    ctx: &Context,
+    link: &AppServiceLink,
+    svc: &Arc<Service>,
+    plan: ServicePlan,
+    mut entry: LinkedServiceStatus,
+) -> Settled {
+    let (namespace, name) = (entry.namespace.clone(), entry.name.clone());
+    let mut converted = false;
+    let applied =
+        |result: Result<Option<Service>, Error>, entry: &mut LinkedServiceStatus| match result {
+            Ok(Some(applied)) => Ok(Observed::Service(Arc::new(applied))),
+            Ok(None) => Ok(Observed::Gone),
+            Err(err) => {
+                failed(entry, &err);
+                Err(err)
+            }
+        };
+    let observed = match plan {
+        ServicePlan::Converged => Ok(Observed::Service(svc.clone())),
+        ServicePlan::Apply(body) => {
+            let result = applied(apply(ctx, svc, &body).await, &mut entry);
+            if matches!(result, Ok(Observed::Service(_))) {
+                crate::runtime::crash_points::reached("service-after-apply");
+                converted = true;
+            }
+            result
+        }
+        ServicePlan::Reverted {
+            managers,
+            apply: body,
+        } => {
+            let managers = managers.join(", ");
+            let reverts = entry.reverts;
+            if reverts >= MAX_REVERTS {
+                entry.state = LinkedServiceState::Conflict;
+                entry.message = Some(format!(
+                    "field manager(s) {managers} keep reverting the conversion; stopped re-applying after {MAX_REVERTS} attempts. Stop managing spec.type and the load-balancer annotations of this Service in that tool (for Argo CD: ignoreDifferences with RespectIgnoreDifferences=true), then edit the link to retry (or wait: a revert {}s after the last one is re-applied again)", ctx.config.revert_window.as_secs()
+                ));
+                Ok(Observed::Final)
+            } else {
+                entry.reverts = reverts + 1;
+                entry.last_revert_time = Some(Time(Timestamp::now()));
+                ctx.event(link, EventType::Warning, "ServiceReverted", format!("field manager(s) {managers} reverted Service {namespace}/{name}; re-applying ({} of {MAX_REVERTS})", reverts + 1)).await;
+                applied(apply(ctx, svc, &body).await, &mut entry)
+            }
+        }
+        ServicePlan::Skip(reason) => {
+            entry.state = LinkedServiceState::Skipped;
+            entry.message = Some(reason.message().into());
+            Ok(Observed::Final)
+        }
+        ServicePlan::SharedWith(holder) => {
+            entry.message = Some(format!(
+                "shared with AppServiceLink {holder}, which converted it"
+            ));
+            Ok(Observed::Service(svc.clone()))
+        }
+        ServicePlan::Conflict { holder } => {
+            entry.state = LinkedServiceState::Conflict;
+            entry.message = Some(format!(
+                "AppServiceLink {holder} already holds this Service with a different subnet; it keeps it until it lets go"
+            ));
+            Ok(Observed::Final)
+        }
+    };
+    let (observed, failure) = match observed {
+        Ok(observed) => (observed, None),
+        Err(err) => (Observed::Final, Some(err)),
+    };
+    Settled {
+        entry,
+        observed,
+        failure,
+        converted,
+    }
+}
+
 /// The revert count of `entry` as it stands at `now`: reverts more than `window` after the last one
 /// start a new count, so re-applies stop only for a tool that keeps fighting, not for upgrades far apart.
 pub fn decayed(
@@ -731,8 +802,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     let mut changes = Changes::default();
     let links = Links::valid(ctx);
     for svc in ctx
-        .services
-        .state()
+        .services()
         .iter()
         .filter(|s| holder(s) == Some(name.as_str()))
     {
@@ -822,7 +892,10 @@ async fn merge_patch(
         )
         .await
     {
-        Ok(_) => Ok(true),
+        Ok(written) => {
+            ctx.own.services.record(written);
+            Ok(true)
+        }
         Err(err) if is_not_found(&err) => Ok(false),
         Err(err) => Err(Error::Restore(KubeError::new(
             format!("{doing} Service {namespace}/{name}"),
@@ -916,7 +989,10 @@ async fn apply(ctx: &Context, svc: &Service, body: &Value) -> Result<Option<Serv
         )
         .await
     {
-        Ok(applied) => Ok(Some(applied)),
+        Ok(applied) => {
+            ctx.own.services.record(applied.clone());
+            Ok(Some(applied))
+        }
         Err(err) if is_not_found(&err) || is_conflict(&err) && !exists(&api, &name).await => {
             Ok(None)
         }
