@@ -28,7 +28,7 @@
 //!   state: start → every link reconciled, and the writes it made (none expected).
 //!
 //! - `cache-probe` (not in `all`): `--services 3000`: a bare kube-rs reflector of every Service in
-//!   a process of its own, keeping whole or pruned objects: the floor the operator's cache can
+//!   a process of its own, keeping whole objects, without managedFields, or pruned by the operator's `cache::service`: the floor its cache can
 //!   reach.
 //!
 //! Every scenario takes `--timeout <seconds>` (default 300), how long to wait for the operator.
@@ -1408,7 +1408,7 @@ async fn cache_probe(args: &Args) {
     world.seed(total, |_| None);
     let mut rows = Vec::new();
     let mut empty = Memory::default();
-    for mode in ["empty", "whole", "pruned"] {
+    for mode in ["empty", "whole", "pruned", "operator"] {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args(["cache-probe-child", "--mode", mode])
             .env("KUBECONFIG", &world.kubeconfig)
@@ -1460,8 +1460,8 @@ async fn cache_probe(args: &Args) {
 }
 
 /// The child of [`cache_probe`]: reflects Services (in an empty namespace for `empty`, dropping
-/// managedFields and the last-applied annotation for `pruned`), says when its store is ready, and
-/// waits to be killed.
+/// managedFields and the last-applied annotation for `pruned`, pruned as the operator prunes them
+/// for `operator`), says when its store is ready, and waits to be killed.
 async fn cache_probe_child(args: &Args) {
     use futures::StreamExt;
     use k8s_openapi::api::core::v1::Service;
@@ -1474,11 +1474,14 @@ async fn cache_probe_child(args: &Args) {
         kube::Api::all(client)
     };
     let prune = mode == "pruned";
+    let operator = mode == "operator";
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(move |svc: &mut Service| {
-            if prune {
+            if operator {
+                appservicelink::cache::service(svc);
+            } else if prune {
                 svc.metadata.managed_fields = None;
                 if let Some(a) = svc.metadata.annotations.as_mut() {
                     a.remove("kubectl.kubernetes.io/last-applied-configuration");

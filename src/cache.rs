@@ -19,6 +19,10 @@ use crate::duties::service_link::{self, ANNOTATION_LINK, ANNOTATION_PREVIOUS};
 /// The annotation `kubectl apply` keeps a whole copy of the object in; no duty reads it.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// The annotations of a Service a duty may read: Azure's load-balancer annotations and the
+/// operator's own. Teams' other annotations (monitoring, GitOps tracking, owners) are dropped.
+const READ_ANNOTATION_PREFIXES: [&str; 2] = ["service.beta.kubernetes.io/", "appservicelink.io/"];
+
 /// The Service fields whose owners the Service duty asks about (`service_link::plan` and
 /// `service_link::holder`), in managedFields terms. Ownership of anything else is never read.
 static OWNED_PATHS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
@@ -39,7 +43,8 @@ static OWNED_PATHS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
 });
 
 /// Keeps of a Service what the duties read:
-/// - its identity, labels, and annotations (without `last-applied-configuration`);
+/// - its identity, labels, and the annotations a duty reads (Azure's load-balancer ones and the
+///   operator's own);
 /// - managedFields reduced to who owns `spec.type` and the conversion's annotations, plus the
 ///   operator's own entries (their times date its last change);
 /// - `spec.type`, `clusterIP`, `loadBalancerSourceRanges`; the whole spec of the operator's own DNS
@@ -54,6 +59,18 @@ pub fn service(svc: &mut Service) {
             .collect()
     });
     if !ours {
+        if let Some(annotations) = svc.metadata.annotations.as_mut() {
+            annotations
+                .retain(|key, _| READ_ANNOTATION_PREFIXES.iter().any(|p| key.starts_with(p)));
+        }
+        if svc
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.is_empty())
+        {
+            svc.metadata.annotations = None;
+        }
         if let Some(spec) = svc.spec.take() {
             svc.spec = Some(ServiceSpec {
                 type_: spec.type_,
