@@ -46,15 +46,25 @@ static OWNED_PATHS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
 /// - its identity, labels, and the annotations a duty reads (Azure's load-balancer ones and the
 ///   operator's own);
 /// - managedFields reduced to who owns `spec.type` and the conversion's annotations, plus the
-///   operator's own entries (their times date its last change);
+///   operator's own entries (their times date its last change); of a Service no link holds, only
+///   the operator's own entries;
 /// - `spec.type`, `clusterIP`, `loadBalancerSourceRanges`; the whole spec of the operator's own DNS
 ///   Services, whose drift it checks;
 /// - the load-balancer status.
 pub fn service(svc: &mut Service) {
     let ours = load_balancer::is_ours(svc);
+    // Other managers' ownership is asked about only for a Service the operator holds (its link
+    // annotation, `service_link::plan`); for any other, the operator's own entries are enough.
+    let held = ours
+        || svc
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(ANNOTATION_LINK));
     prune_meta(&mut svc.metadata, |entries| {
         entries
             .into_iter()
+            .filter(|entry| held || entry.manager.as_deref() == Some(service_link::FIELD_MANAGER))
             .filter_map(|entry| owned_fields_of(entry, service_link::FIELD_MANAGER))
             .collect()
     });

@@ -424,8 +424,14 @@ async fn serve_zones_once(
             }
         }
     }
-    // Read again: the duty's own writes changed the versions.
-    served.last = Some((ZonesInputs::now(ctx), Instant::now(), duty.clone()));
+    // The zones as they were before the duty ran (a link created meanwhile is not in what it
+    // wrote, so its reconcile must run the duty again), with the ConfigMap's version after it (its
+    // own write changed that).
+    let written = ZonesInputs {
+        zones: inputs.zones,
+        version: ZonesInputs::now(ctx).version,
+    };
+    served.last = Some((written, Instant::now(), duty.clone()));
     Ok(duty)
 }
 

@@ -179,6 +179,8 @@ fn an_ordinary_service_keeps_a_fraction_of_its_size() {
         assert_eq!(plan(&small, &want, None), plan(&full, &want, None));
     }
     assert_eq!(small.metadata.labels, full.metadata.labels);
+    // No link holds it, so nobody's ownership of it is ever asked about.
+    assert!(small.metadata.managed_fields.is_none());
 }
 
 #[test]

@@ -120,6 +120,7 @@ spec:
         .count();
     assert_eq!(linked, SELECTED, "every selected Service converted");
     let rss_mib = h.operator_rss_kib() / 1024;
+    eprintln!("operator RSS once Ready: {rss_mib} MiB");
     assert!(
         rss_mib < RSS_BOUND_MIB,
         "the operator uses {rss_mib} MiB with {SERVICES} Services in the cluster ({SELECTED} \
