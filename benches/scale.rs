@@ -44,6 +44,10 @@ use azure_sim::{ArmRequest, AzureSim, AzureSimOptions, SiteId};
 use kube_sim::{RecordedRequest, SimCluster, SimOptions};
 use serde_json::{json, Value};
 
+#[path = "../tests/support/services.rs"]
+mod services_fixture;
+use services_fixture::realistic_service;
+
 const SUB: &str = "00000000-0000-0000-0000-000000000000";
 const RG: &str = "rg-web";
 const LINK_API: &str = "appservicelink.io/v1alpha1";
@@ -114,66 +118,6 @@ impl Args {
 
 // ---------------------------------------------------------------------------------------------
 // Objects
-
-/// A Service as teams deploy them: recommended labels, a selector, ports, the annotation kubectl's
-/// client-side apply keeps, and managedFields from two managers (kubectl, then a GitOps tool adding
-/// its tracking label). Selected Services (`label`) have one port, so that 2,000 of them fit the
-/// default NodePort range once converted; the others two.
-fn realistic_service(namespace: &str, name: &str, label: Option<(&str, &str)>) -> (Value, Value) {
-    let mut labels = json!({
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/instance": format!("{name}-prod"),
-        "app.kubernetes.io/component": "backend",
-        "app.kubernetes.io/part-of": namespace,
-        "app.kubernetes.io/version": "1.27.3",
-        "app.kubernetes.io/managed-by": "kubectl",
-    });
-    let mut ports =
-        vec![json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"})];
-    match label {
-        Some((key, value)) => {
-            labels[key] = json!(value);
-        }
-        None => ports.push(
-            json!({"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}),
-        ),
-    }
-    let mut svc = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": "9090",
-                "contoso.com/owner": format!("team-{namespace}@contoso.com"),
-            },
-        },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": format!("{name}-prod")},
-            "ports": ports,
-            "sessionAffinity": "None",
-        },
-    });
-    // kubectl apply (client-side) stores what it applied, without this annotation, as JSON.
-    let applied = serde_json::to_string(&svc).unwrap() + "\n";
-    svc["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
-        json!(applied);
-    let gitops = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"argocd.argoproj.io/instance": format!("{namespace}-apps")},
-            "annotations": {"argocd.argoproj.io/tracking-id": format!("{namespace}-apps:/Service:{namespace}/{name}")},
-        },
-    });
-    (svc, gitops)
-}
 
 fn namespace_of(i: usize) -> String {
     format!("team-{:02}", i % NAMESPACES)
@@ -1507,36 +1451,36 @@ async fn main() {
     if scenario == "cache-probe" {
         return cache_probe(&args).await;
     }
-    let run = |name: &str| scenario == "all" || scenario == name;
-    let mut ran = false;
-    if run("services") {
-        services(&args).await;
-        ran = true;
-    }
-    if run("links") {
-        links(&args).await;
-        ran = true;
-    }
-    if run("zone-edit") {
-        zone_edit(&args).await;
-        ran = true;
-    }
-    if run("churn") {
-        churn_scenario(&args).await;
-        ran = true;
-    }
-    if run("ip-change") {
-        ip_change(&args).await;
-        ran = true;
-    }
-    if run("start") {
-        start(&args).await;
-        ran = true;
-    }
-    if !ran {
-        eprintln!(
-            "unknown scenario {scenario:?}: services, links, zone-edit, churn, ip-change, start or all"
-        );
-        std::process::exit(2);
+    let names: Vec<&str> = match scenario.as_str() {
+        "all" => SCENARIOS.to_vec(),
+        one if SCENARIOS.contains(&one) => vec![one],
+        other => {
+            eprintln!(
+                "unknown scenario {other:?}: {}, all or cache-probe",
+                SCENARIOS.join(", ")
+            );
+            std::process::exit(2);
+        }
+    };
+    for name in names {
+        match name {
+            "services" => services(&args).await,
+            "links" => links(&args).await,
+            "zone-edit" => zone_edit(&args).await,
+            "churn" => churn_scenario(&args).await,
+            "ip-change" => ip_change(&args).await,
+            "start" => start(&args).await,
+            _ => unreachable!("every name comes from SCENARIOS"),
+        }
     }
 }
+
+/// The scenarios `all` runs, in order.
+const SCENARIOS: [&str; 6] = [
+    "services",
+    "links",
+    "zone-edit",
+    "churn",
+    "ip-change",
+    "start",
+];

@@ -15,5 +15,7 @@ mod runtime;
 mod sandbox;
 mod scale;
 mod scenarios;
+#[path = "../support/services.rs"]
+mod services_fixture;
 mod teardown;
 mod trust;

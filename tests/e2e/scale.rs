@@ -2,9 +2,10 @@
 //! (managedFields, last-applied annotations) of everything it watches. A bound on memory, not a
 //! timing; the figures come from `cargo bench --bench scale`.
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::harness::Harness;
+use crate::services_fixture::realistic_service;
 
 /// Services in the cluster, and how many of them the link selects.
 const SERVICES: usize = 3_000;
@@ -19,65 +20,6 @@ const NAMESPACES: usize = 10;
 /// with 100 Services). The release figures are in BENCHMARKS.md (`cargo bench --bench scale`).
 const RSS_BOUND_MIB: u64 = 78;
 
-/// A Service as teams deploy them: recommended labels, a selector, two ports, the annotation
-/// kubectl's client-side apply keeps, and managedFields of two managers (kubectl, then a GitOps
-/// tool's label). Selected Services have one port.
-fn service(i: usize, selected: bool) -> (Value, Value) {
-    let namespace = format!("team-{:02}", i % NAMESPACES);
-    let name = format!("svc-{i}");
-    let mut labels = json!({
-        "app.kubernetes.io/name": name,
-        "app.kubernetes.io/instance": format!("{name}-prod"),
-        "app.kubernetes.io/component": "backend",
-        "app.kubernetes.io/part-of": namespace,
-        "app.kubernetes.io/version": "1.27.3",
-        "app.kubernetes.io/managed-by": "kubectl",
-    });
-    let mut ports =
-        vec![json!({"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"})];
-    if selected {
-        labels["appservicelink.io/expose"] = json!("true");
-    } else {
-        ports.push(
-            json!({"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"}),
-        );
-    }
-    let mut svc = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {
-                "prometheus.io/scrape": "true",
-                "prometheus.io/port": "9090",
-                "contoso.com/owner": format!("team-{namespace}@contoso.com"),
-            },
-        },
-        "spec": {
-            "type": "ClusterIP",
-            "selector": {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": format!("{name}-prod")},
-            "ports": ports,
-            "sessionAffinity": "None",
-        },
-    });
-    let applied = serde_json::to_string(&svc).unwrap() + "\n";
-    svc["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] =
-        json!(applied);
-    let gitops = json!({
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": {"argocd.argoproj.io/instance": format!("{namespace}-apps")},
-            "annotations": {"argocd.argoproj.io/tracking-id": format!("{namespace}-apps:/Service:{namespace}/{name}")},
-        },
-    });
-    (svc, gitops)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_unselected_services_cost_little_memory() {
     let mut h = Harness::cluster().await;
@@ -91,7 +33,12 @@ async fn thousands_of_unselected_services_cost_little_memory() {
     }
     // Every SERVICES/SELECTED-th Service is selected, so they spread over the namespaces.
     for i in 0..SERVICES {
-        let (svc, gitops) = service(i, i % (SERVICES / SELECTED) == 0);
+        let selected = i % (SERVICES / SELECTED) == 0;
+        let (svc, gitops) = realistic_service(
+            &format!("team-{:02}", i % NAMESPACES),
+            &format!("svc-{i}"),
+            selected.then_some(("appservicelink.io/expose", "true")),
+        );
         h.sim.apply_as("kubectl-client-side-apply", svc).unwrap();
         h.sim.apply_as("argocd-controller", gitops).unwrap();
     }
