@@ -93,7 +93,7 @@ pub struct Context {
     /// CoreDNS's). Read through [`Context::zones_configmap`].
     pub zones_configmap: Store<ConfigMap>,
     /// What the operator's own writes returned, until the watches deliver them.
-    pub own: OwnWrites,
+    pub own: Arc<OwnWrites>,
     /// The ARM client, or why Azure access is not configured.
     pub arm: Result<ArmClient, String>,
     /// Reconcile and App Service metrics.
@@ -250,11 +250,20 @@ impl OwnWrites {
     }
 }
 
-/// What writes of one kind returned, by object.
+/// How long a write whose object the cache does not have counts: long enough for the watch to
+/// deliver a create, short enough that an object deleted while the watch was down (relisted after a
+/// 410, with no Delete event) is not kept alive by an old write.
+const ABSENT_GRACE: Duration = Duration::from_secs(30);
+
+/// What writes of one kind returned, by object, and when.
 pub struct Written<K: Resource<DynamicType = ()>> {
     dry_run: bool,
-    objects: std::sync::Mutex<HashMap<ObjectRef<K>, Arc<K>>>,
+    absent_grace: Duration,
+    objects: std::sync::Mutex<Returned<K>>,
 }
+
+/// What each write returned, and when it was recorded.
+type Returned<K> = HashMap<ObjectRef<K>, (std::time::Instant, Arc<K>)>;
 
 impl<K> Written<K>
 where
@@ -263,6 +272,7 @@ where
     fn new(dry_run: bool) -> Self {
         Self {
             dry_run,
+            absent_grace: ABSENT_GRACE,
             objects: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -273,7 +283,17 @@ where
             return;
         }
         let key = ObjectRef::from_obj(&returned);
-        self.lock().insert(key, Arc::new(returned));
+        self.lock()
+            .insert(key, (std::time::Instant::now(), Arc::new(returned)));
+    }
+
+    /// Whether the write still stands beside `cached`: newer than the cache's version, or, for an
+    /// object the cache does not have, recent enough to be a create the watch has not delivered.
+    fn stands(&self, at: std::time::Instant, written: &K, cached: Option<&K>) -> bool {
+        match cached {
+            Some(cached) => newer(written, Some(cached)),
+            None => at.elapsed() < self.absent_grace && newer(written, None),
+        }
     }
 
     /// The object as the operator last knows it: what its write returned while the cache still
@@ -282,7 +302,9 @@ where
         let cached = store.get(key);
         let mut objects = self.lock();
         match objects.get(key) {
-            Some(written) if newer(written.as_ref(), cached.as_deref()) => Some(written.clone()),
+            Some((at, written)) if self.stands(*at, written, cached.as_deref()) => {
+                Some(written.clone())
+            }
             Some(_) => {
                 objects.remove(key);
                 cached
@@ -300,21 +322,24 @@ where
         }
         for object in &mut state {
             let key = ObjectRef::from_obj(object.as_ref());
-            if let Some(written) = objects.get(&key) {
-                if newer(written.as_ref(), Some(object.as_ref())) {
+            if let Some((at, written)) = objects.get(&key) {
+                if self.stands(*at, written, Some(object.as_ref())) {
                     *object = written.clone();
                 } else {
                     objects.remove(&key);
                 }
             }
         }
-        // A write whose object the cache does not have yet (a create) counts too; one deleted
-        // since is forgotten when the watch sees the deletion.
+        // A write whose object the cache does not have yet (a create) counts for a while; one
+        // deleted since is forgotten when the watch sees the deletion.
+        objects.retain(|key, (at, written)| {
+            store.get(key).is_some() || self.stands(*at, written, None)
+        });
         state.extend(
             objects
                 .iter()
                 .filter(|(key, _)| store.get(key).is_none())
-                .map(|(_, written)| written.clone()),
+                .map(|(_, (_, written))| written.clone()),
         );
         state
     }
@@ -323,7 +348,7 @@ where
     /// a write returned.
     pub fn is_echo(&self, seen: &K) -> bool {
         let key = ObjectRef::from_obj(seen);
-        self.lock().get(&key).is_some_and(|written| {
+        self.lock().get(&key).is_some_and(|(_, written)| {
             written.meta().resource_version.is_some()
                 && written.meta().resource_version == seen.meta().resource_version
         })
@@ -334,7 +359,14 @@ where
         self.lock().remove(key);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectRef<K>, Arc<K>>> {
+    /// Forgets the written object a watch event says was deleted.
+    pub fn forget_deleted(&self, event: &kube::runtime::watcher::Event<K>) {
+        if let kube::runtime::watcher::Event::Delete(object) = event {
+            self.forget(&ObjectRef::from_obj(object));
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Returned<K>> {
         // Only held for map operations, which do not panic.
         self.objects.lock().expect("own writes")
     }
@@ -402,6 +434,29 @@ mod tests {
         assert_eq!(written.state(&store).len(), 1);
         written.forget(&ObjectRef::new("dns").within("shop"));
         assert!(written.state(&store).is_empty());
+    }
+
+    #[test]
+    fn a_write_of_an_object_the_cache_never_shows_stops_counting() {
+        let (store, _writer) = reflector::store::<Service>();
+        let mut written = Written::new(false);
+        written.absent_grace = Duration::ZERO;
+        written.record(svc("dns", "3", "LoadBalancer"));
+        let key = ObjectRef::new("dns").within("shop");
+        assert!(written.get(&store, &key).is_none());
+        written.record(svc("dns", "4", "LoadBalancer"));
+        assert!(written.state(&store).is_empty());
+    }
+
+    #[test]
+    fn a_deletion_seen_by_the_watch_forgets_the_write() {
+        let (store, _writer) = reflector::store::<Service>();
+        let written = Written::new(false);
+        written.record(svc("dns", "3", "LoadBalancer"));
+        written.forget_deleted(&watcher::Event::Delete(svc("dns", "4", "LoadBalancer")));
+        assert!(written
+            .get(&store, &ObjectRef::new("dns").within("shop"))
+            .is_none());
     }
 
     #[test]

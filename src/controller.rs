@@ -68,6 +68,7 @@ pub async fn run(
         Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
     };
     let synced = health.caches(4);
+    let own = Arc::new(OwnWrites::new(config.dry_run));
     let (links, links_writer) = reflector::store();
     // Status writes do not change these, so the operator never wakes itself up by writing status.
     let links_stream = watcher(links_api, watcher::Config::default())
@@ -75,17 +76,26 @@ pub async fn run(
         .modify(cache::link)
         .reflect(links_writer)
         .inspect_ok(synced.listed())
+        .inspect_ok({
+            let own = own.clone();
+            move |event| own.links.forget_deleted(event)
+        })
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
     let (services, services_writer) = reflector::store();
-    let services_events = watcher(
+    let services_stream = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .modify(cache::service)
     .reflect(services_writer)
-    .inspect_ok(synced.listed());
+    .inspect_ok(synced.listed())
+    .inspect_ok({
+        let own = own.clone();
+        move |event| own.services.forget_deleted(event)
+    })
+    .touched_objects();
     let (namespaces, namespaces_writer) = reflector::store();
     let namespaces_stream = watcher(
         Api::<Namespace>::all(client.clone()),
@@ -106,9 +116,12 @@ pub async fn run(
     .modify(cache::configmap)
     .reflect(zones_writer)
     .inspect_ok(synced.listed())
+    .inspect_ok({
+        let own = own.clone();
+        move |event| own.configmaps.forget_deleted(event)
+    })
     .touched_objects();
     let (wake, woken) = futures::channel::mpsc::unbounded();
-    let own = OwnWrites::new(config.dry_run);
     let pipeline = Arc::new(Pipeline::new(
         Context {
             recorder: Recorder::new(client.clone(), REPORTER.into()),
@@ -129,17 +142,6 @@ pub async fn run(
     let for_namespace = pipeline.clone();
     let for_configmap = pipeline.clone();
     let selections = Arc::new(Selections::default());
-    // A deleted Service's own write is forgotten; touched objects then wake whom they concern.
-    let services_stream = services_events
-        .inspect_ok({
-            let pipeline = pipeline.clone();
-            move |event| {
-                if let watcher::Event::Delete(svc) = event {
-                    pipeline.ctx.own.services.forget(&ObjectRef::from_obj(svc));
-                }
-            }
-        })
-        .touched_objects();
     info!("controller started");
     Controller::for_stream(links_stream, links)
         .watches_stream(services_stream, move |svc| {

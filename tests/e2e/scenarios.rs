@@ -678,6 +678,26 @@ async fn a_missing_coredns_custom_is_created_and_restarts_can_be_switched_off() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coredns_custom_deleted_while_running_is_written_again() {
+    let h = Harness::start().await;
+    h.apply(include_str!("fixtures/shop.yaml"));
+    h.apply(&web_link());
+    h.wait_ready("web").await;
+    // Someone deletes it (a GitOps prune, say): the operator's own last write of it must not make
+    // it believe the ConfigMap is still there.
+    h.kubectl_ok(&["-n", "kube-system", "delete", "configmap", "coredns-custom"]);
+    h.eventually("coredns-custom written again", |h| {
+        h.sim
+            .get("v1", "ConfigMap", Some("kube-system"), "coredns-custom")
+            .filter(|cm| {
+                cm["data"][OVERRIDE_KEY] == "k8s_external mydomain.local {\n    fallthrough\n}\n"
+            })
+            .map(drop)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coredns_deployment_name_is_configurable() {
     let mut h = Harness::cluster().await;
     h.outside_chart_defaults(
