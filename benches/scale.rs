@@ -435,6 +435,15 @@ impl World {
 
     /// Waits until every link is Ready; how long that took from the operator's start, or `None`
     /// after `timeout`.
+    /// Starts the operator and waits until every link in `links` is Ready, failing the run if one
+    /// is not within `timeout`.
+    async fn start_until_ready(&mut self, links: &[String], timeout: Duration) {
+        self.start_operator();
+        if self.wait_ready(links, timeout).await.is_none() {
+            self.fail(&not_ready(self, links, timeout));
+        }
+    }
+
     async fn wait_ready(&mut self, links: &[String], timeout: Duration) -> Option<Duration> {
         let started = self.operator().started;
         let deadline = Instant::now() + timeout;
@@ -884,10 +893,7 @@ async fn zone_edit(args: &Args) {
     let timeout = args.timeout();
     let mut world = World::new().await;
     let names = seed_links(&mut world, links, per_link);
-    world.start_operator();
-    if world.wait_ready(&names, timeout).await.is_none() {
-        world.fail(&not_ready(&world, &names, timeout));
-    }
+    world.start_until_ready(&names, timeout).await;
     if world.wait_quiet(timeout).await.is_none() {
         world.fail("the operator never went quiet after converging");
     }
@@ -993,10 +999,7 @@ async fn churn_scenario(args: &Args) {
     let timeout = args.timeout();
     let mut world = World::new().await;
     let names = seed_links(&mut world, 1, per_link);
-    world.start_operator();
-    if world.wait_ready(&names, timeout).await.is_none() {
-        world.fail(&not_ready(&world, &names, timeout));
-    }
+    world.start_until_ready(&names, timeout).await;
     world.wait_quiet(timeout).await;
     let before = world.memory();
     let reconciles_before = reconciles(&world.metrics().await);
@@ -1283,10 +1286,7 @@ async fn start(args: &Args) {
     let mut world = World::new().await;
     let names = seed_links(&mut world, links, per_link);
     world.seed(total.saturating_sub(links * per_link), |_| None);
-    world.start_operator();
-    if world.wait_ready(&names, timeout).await.is_none() {
-        world.fail(&not_ready(&world, &names, timeout));
-    }
+    world.start_until_ready(&names, timeout).await;
     world.wait_quiet(timeout).await;
     world.stop_operator().await;
     let kube_before = world.kube_requests().len();

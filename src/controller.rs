@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::azure::arm::ArmClient;
 use crate::cache;
-use crate::context::{Config, Context, OwnWrites};
+use crate::context::{Config, Context, OwnWrites, Written};
 use crate::crd::AppServiceLink;
 use crate::duties::service_link::{self, Selection};
 use crate::duties::{corefile, dedicated_dns};
@@ -76,10 +76,7 @@ pub async fn run(
         .modify(cache::link)
         .reflect(links_writer)
         .inspect_ok(synced.listed())
-        .inspect_ok({
-            let own = own.clone();
-            move |event| own.links.forget_deleted(event)
-        })
+        .inspect_ok(forget_deleted(&own, |own| &own.links))
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
     let (services, services_writer) = reflector::store();
@@ -91,10 +88,7 @@ pub async fn run(
     .modify(cache::service)
     .reflect(services_writer)
     .inspect_ok(synced.listed())
-    .inspect_ok({
-        let own = own.clone();
-        move |event| own.services.forget_deleted(event)
-    })
+    .inspect_ok(forget_deleted(&own, |own| &own.services))
     .touched_objects();
     let (namespaces, namespaces_writer) = reflector::store();
     let namespaces_stream = watcher(
@@ -116,10 +110,7 @@ pub async fn run(
     .modify(cache::configmap)
     .reflect(zones_writer)
     .inspect_ok(synced.listed())
-    .inspect_ok({
-        let own = own.clone();
-        move |event| own.configmaps.forget_deleted(event)
-    })
+    .inspect_ok(forget_deleted(&own, |own| &own.configmaps))
     .touched_objects();
     let (wake, woken) = futures::channel::mpsc::unbounded();
     let pipeline = Arc::new(Pipeline::new(
@@ -256,6 +247,19 @@ fn spec_or_lifecycle(link: &AppServiceLink) -> Option<u64> {
     link.meta().finalizers.hash(&mut hasher);
     link.meta().deletion_timestamp.is_some().hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// A watch stream's inspector that forgets the operator's own write of each object the watch sees
+/// deleted (`pick` chooses the kind's writes).
+fn forget_deleted<K>(
+    own: &Arc<OwnWrites>,
+    pick: fn(&OwnWrites) -> &Written<K>,
+) -> impl FnMut(&watcher::Event<K>)
+where
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    let own = own.clone();
+    move |event| pick(&own).forget_deleted(event)
 }
 
 /// Each link's selection, parsed once per generation, to decide which links a Service event
