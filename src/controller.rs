@@ -25,7 +25,6 @@ use crate::cache;
 use crate::context::{Config, Context, OwnWrites, Written};
 use crate::crd::AppServiceLink;
 use crate::duties::service_link::{self, Selection};
-use crate::duties::{corefile, dedicated_dns};
 use crate::reconcile::{self, Pipeline};
 use crate::runtime::health::Health;
 use crate::runtime::metrics::Metrics;
@@ -63,10 +62,7 @@ pub async fn run(
     // The zones' ConfigMap: coredns-custom, or in dedicated mode the dedicated CoreDNS's own
     // (nothing in kube-system is read or written then). The Corefile and CoreDNS's Deployment are
     // read only when the zones duty runs, once per change (reconcile::serve_zones_once).
-    let (configmap_namespace, configmap_name) = match &config.dedicated_dns {
-        None => (corefile::NAMESPACE, corefile::CONFIGMAP),
-        Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
-    };
+    let (configmap_namespace, configmap_name) = reconcile::zones_configmap(&config);
     let synced = health.caches(4);
     let own = Arc::new(OwnWrites::new(config.dry_run));
     let (links, links_writer) = reflector::store();

@@ -18,7 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use crate::context::Context;
+use crate::context::{Config, Context};
 use crate::crd::AppServiceLink;
 use crate::duties::{app_service, corefile, dedicated_dns, dns_service, names, service_link};
 use crate::error::KubeError;
@@ -195,14 +195,20 @@ impl ZonesInputs {
         zones.dedup();
         // The Corefile and CoreDNS's Deployment are read when the duty runs; their changes are
         // picked up at the resync.
-        let (namespace, name) = match &ctx.config.dedicated_dns {
-            Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
-            None => (corefile::NAMESPACE, corefile::CONFIGMAP),
-        };
+        let (namespace, name) = zones_configmap(&ctx.config);
         let version = ctx
             .zones_configmap(namespace, name)
             .and_then(|c| c.metadata.resource_version.clone());
         Self { zones, version }
+    }
+}
+
+/// The ConfigMap the zones are written to, as (namespace, name): `kube-system/coredns-custom`, or
+/// in dedicated mode the dedicated CoreDNS's own (nothing in kube-system is read or written then).
+pub fn zones_configmap(config: &Config) -> (&str, &str) {
+    match &config.dedicated_dns {
+        Some(d) => (d.namespace.as_str(), dedicated_dns::NAME),
+        None => (corefile::NAMESPACE, corefile::CONFIGMAP),
     }
 }
 
