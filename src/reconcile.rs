@@ -256,8 +256,17 @@ async fn reconcile_link(link: Arc<AppServiceLink>, pipeline: &Pipeline) -> Resul
             Event::Cleanup(link) => cleanup(&link, pipeline).await,
         }
     })
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    .await;
+    let result = match result {
+        // An earlier pass already removed the finalizer and the link is gone; the watch had not said
+        // so yet when this pass started (reconciles read their own writes and are not debounced).
+        Err(kube::runtime::finalizer::Error::RemoveFinalizer(e))
+            if crate::error::is_not_found(&e) =>
+        {
+            Ok(Action::await_change())
+        }
+        other => other.map_err(|e| Error::Finalizer(Box::new(e))),
+    };
     if result.is_ok() {
         // The map is only locked for these one-line updates, which cannot panic.
         pipeline
