@@ -210,8 +210,12 @@ spec:
             .map(|_| ())
     })
     .await;
+    // The status that reports them is written after the override, by the same reconcile.
     for duty in ["DnsServiceReady", "CoreDNSOverrideReady"] {
-        assert_eq!(h.condition("web", duty).unwrap().0, "True", "{duty}");
+        h.eventually(&format!("{duty} True"), |h| {
+            h.condition("web", duty).filter(|c| c.0 == "True")
+        })
+        .await;
     }
     let linked = h.link("web").unwrap()["status"]["services"]
         .as_array()
