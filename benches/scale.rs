@@ -28,10 +28,13 @@
 //!   state: start → every link reconciled, and the writes it made (none expected).
 //!
 //! - `cache-probe` (not in `all`): `--services 3000`: a bare kube-rs reflector of every Service in
-//!   a process of its own, keeping whole objects, without managedFields, or pruned by the operator's `cache::service`: the floor its cache can
-//!   reach.
+//!   a process of its own, keeping whole objects, without managedFields, or pruned by the operator's
+//!   `cache::service`; and the operator's own cache of compact records (`records`).
 //!
 //! Every scenario takes `--timeout <seconds>` (default 300), how long to wait for the operator.
+//!
+//! `APPSERVICELINK_BENCH_BINARY=<path>` measures that binary instead of the one cargo builds for
+//! the benchmark (which has the sandbox linked in): BENCHMARKS.md measures the production build.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -58,10 +61,21 @@ const BENCH_UA: &str = "appservicelink-scale-bench";
 const DNS_SERVICE: (&str, &str) = ("kube-system", "appservicelink-dns");
 const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
 const CLIENT_SECRET: &str = "bench-client-secret";
+
 /// The namespaces the Services are spread over.
 const NAMESPACES: usize = 20;
 /// No request from the operator for this long: it has finished what it was doing.
 const QUIET: Duration = Duration::from_secs(3);
+
+/// The operator binary measured: `APPSERVICELINK_BENCH_BINARY` (the production build, as the image
+/// ships it: `--no-default-features`), or else the one cargo built for this benchmark (with the
+/// sandbox's simulations linked in, whose code pages count in its RSS).
+fn operator_binary() -> PathBuf {
+    std::env::var_os("APPSERVICELINK_BENCH_BINARY").map_or_else(
+        || env!("CARGO_BIN_EXE_appservicelink").into(),
+        PathBuf::from,
+    )
+}
 
 // ---------------------------------------------------------------------------------------------
 // Flags
@@ -304,7 +318,7 @@ impl World {
         self.runs += 1;
         let log = self.dir.path().join(format!("operator-{}.log", self.runs));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_appservicelink"))
+        let child = Command::new(operator_binary())
             .args([
                 "run",
                 "--resync-seconds",
@@ -1352,7 +1366,7 @@ async fn cache_probe(args: &Args) {
     world.seed(total, |_| None);
     let mut rows = Vec::new();
     let mut empty = Memory::default();
-    for mode in ["empty", "whole", "pruned", "operator"] {
+    for mode in ["empty", "whole", "pruned", "operator", "records"] {
         let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
             .args(["cache-probe-child", "--mode", mode])
             .env("KUBECONFIG", &world.kubeconfig)
@@ -1419,6 +1433,21 @@ async fn cache_probe_child(args: &Args) {
     };
     let prune = mode == "pruned";
     let operator = mode == "operator";
+    if mode == "records" {
+        // The operator's own cache: its pruning, then one compact record per Service.
+        let cache = appservicelink::context::services::ServiceCache::new();
+        let mut events = std::pin::pin!(watcher(api, watcher::Config::default())
+            .default_backoff()
+            .modify(appservicelink::cache::service));
+        while let Some(event) = events.next().await {
+            let Ok(event) = event else { continue };
+            cache.apply(&event, appservicelink::cache::service_record);
+            if matches!(event, watcher::Event::InitDone) {
+                println!("{} Services cached", cache.len());
+            }
+        }
+        return;
+    }
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()

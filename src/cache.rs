@@ -12,6 +12,7 @@ use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
 
+use crate::context::services::ServiceRecord;
 use crate::crd::AppServiceLink;
 use crate::duties::load_balancer::{self, ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
 use crate::duties::service_link::{self, ANNOTATION_LINK, ANNOTATION_PREVIOUS};
@@ -43,14 +44,14 @@ static OWNED_PATHS: LazyLock<Vec<Vec<String>>> = LazyLock::new(|| {
 });
 
 /// Keeps of a Service what the duties read:
-/// - its identity, labels, and the annotations a duty reads (Azure's load-balancer ones and the
+/// - its name, namespace, uid and resourceVersion, labels, and the annotations a duty reads (Azure's load-balancer ones and the
 ///   operator's own);
 /// - managedFields reduced to who owns `spec.type` and the conversion's annotations, plus the
 ///   operator's own entries (their times date its last change); of a Service no link holds, only
 ///   the operator's own entries;
 /// - `spec.type`, `clusterIP`, `loadBalancerSourceRanges`; the whole spec of the operator's own DNS
 ///   Services, whose drift it checks;
-/// - the load-balancer status.
+/// - the load-balancer status (no status when there is none).
 pub fn service(svc: &mut Service) {
     let ours = load_balancer::is_ours(svc);
     // Other managers' ownership is asked about only for a Service the operator holds (its link
@@ -90,12 +91,31 @@ pub fn service(svc: &mut Service) {
             });
         }
     }
-    if let Some(status) = svc.status.take() {
-        svc.status = Some(ServiceStatus {
-            load_balancer: status.load_balancer,
+    let meta = std::mem::take(&mut svc.metadata);
+    svc.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels: meta.labels,
+        annotations: meta.annotations,
+        managed_fields: meta.managed_fields,
+        ..Default::default()
+    };
+    svc.status = svc
+        .status
+        .take()
+        .and_then(|s| s.load_balancer)
+        .map(|load_balancer| ServiceStatus {
+            load_balancer: Some(load_balancer),
             conditions: None,
         });
-    }
+}
+
+/// The compact record the Service cache keeps of a Service [`service`] pruned: the same fields,
+/// with the whole spec for the operator's own DNS Services.
+pub fn service_record(svc: &Service) -> ServiceRecord {
+    ServiceRecord::new(svc, load_balancer::is_ours(svc))
 }
 
 /// Keeps a Namespace's name and labels: the namespace selector reads nothing else.

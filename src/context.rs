@@ -2,7 +2,7 @@
 //! readiness, and the controller's settings. It sits below the duties and the pipeline and knows
 //! neither.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,9 @@ use crate::crd::{AppServiceLink, AppServiceLinkStatus};
 use crate::runtime::health::Health;
 use crate::runtime::metrics::Metrics;
 use crate::validation;
+use services::{ServiceCache, ServiceFacts};
+
+pub mod services;
 
 /// How Events mark a change that dry-run mode did not make.
 pub const DRY_RUN_PREFIX: &str = "dry run, not applied: ";
@@ -84,9 +87,9 @@ pub struct Context {
     /// Every link. Read through [`Context::live_links`] or [`Context::link`], which see the
     /// operator's own writes before the watch delivers them.
     pub links: Store<AppServiceLink>,
-    /// Every Service, pruned to what the duties read ([`crate::cache`]). Read through
-    /// [`Context::services`] or [`Context::service`].
-    pub services: Store<Service>,
+    /// Every Service, pruned to what the duties read ([`crate::cache`]) and kept as compact
+    /// records. Read through [`Context::services_where`] or [`Context::service`].
+    pub services: Arc<ServiceCache>,
     /// Every Namespace (for `namespaceSelector`).
     pub namespaces: Store<Namespace>,
     /// The ConfigMap the zones are written to (`kube-system/coredns-custom`, or the dedicated
@@ -192,16 +195,21 @@ impl Context {
             .unwrap_or_else(|| Arc::new(link.clone()))
     }
 
-    /// Every Service, with the operator's own writes.
-    pub fn services(&self) -> Vec<Arc<Service>> {
-        self.own.services.state(&self.services)
+    /// The Services for which `keep` is true, with the operator's own writes, as typed Services
+    /// (only these are rebuilt from the cache's records).
+    pub fn services_where(&self, keep: impl Fn(&dyn ServiceFacts) -> bool) -> Vec<Arc<Service>> {
+        services_where(&self.services, &self.own.services, keep)
     }
 
     /// The Service `namespace/name`, with the operator's own writes.
     pub fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let cached = self
+            .services
+            .get(namespace, name)
+            .map(|r| Arc::new(r.to_service()));
         self.own
             .services
-            .get(&self.services, &ObjectRef::new(name).within(namespace))
+            .get_beside(&ObjectRef::new(name).within(namespace), cached)
     }
 
     /// The ConfigMap the zones are written to, with the operator's own writes.
@@ -210,13 +218,34 @@ impl Context {
         self.own.configmaps.get(&self.zones_configmap, &key)
     }
 
-    /// The labels of a namespace, as the cache last saw them (none when it is not there).
-    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
-        self.namespaces
-            .get(&ObjectRef::new(namespace))
-            .map(|n| n.labels().clone())
-            .unwrap_or_default()
+    /// The namespace, as the cache last saw it.
+    pub fn namespace(&self, namespace: &str) -> Option<Arc<Namespace>> {
+        self.namespaces.get(&ObjectRef::new(namespace))
     }
+}
+
+/// The cached Services for which `keep` is true, with the writes in `own` in place of older
+/// versions, and the written ones the cache does not have yet.
+fn services_where(
+    cache: &ServiceCache,
+    own: &Written<Service>,
+    keep: impl Fn(&dyn ServiceFacts) -> bool,
+) -> Vec<Arc<Service>> {
+    let standing = own.standing(|key| {
+        let record = cache.get(key.namespace.as_deref().unwrap_or_default(), &key.name)?;
+        Some(record.resource_version().map(str::to_string))
+    });
+    let mut services: Vec<Arc<Service>> = cache
+        .select(|r| keep(r))
+        .iter()
+        .filter(|r| {
+            standing.is_empty()
+                || !standing.contains_key(&ObjectRef::new(r.name()).within(r.namespace_name()))
+        })
+        .map(|r| Arc::new(r.to_service()))
+        .collect();
+    services.extend(standing.into_values().filter(|w| keep(&**w)));
+    services
 }
 
 /// The status a link reported last time, if it describes the current generation.
@@ -287,24 +316,48 @@ where
             .insert(key, (std::time::Instant::now(), Arc::new(returned)));
     }
 
-    /// Whether the write still stands beside `cached`: newer than the cache's version, or, for an
-    /// object the cache does not have, recent enough to be a create the watch has not delivered.
-    fn stands(&self, at: std::time::Instant, written: &K, cached: Option<&K>) -> bool {
+    /// Whether the write still stands beside the cache: newer than the cache's version, or, for an
+    /// object the cache does not have (`cached` is `None`), recent enough to be a create the watch
+    /// has not delivered.
+    fn stands(&self, at: std::time::Instant, written: &K, cached: Option<Option<&str>>) -> bool {
         match cached {
-            Some(cached) => newer(written, Some(cached)),
+            Some(version) => newer(written, Some(version)),
             None => at.elapsed() < self.absent_grace && newer(written, None),
         }
+    }
+
+    /// The writes that still stand beside a cache, by object; the others are forgotten.
+    /// `cached(key)` is the cache's resourceVersion of the object, `None` when it does not have it.
+    fn standing(
+        &self,
+        cached: impl Fn(&ObjectRef<K>) -> Option<Option<String>>,
+    ) -> HashMap<ObjectRef<K>, Arc<K>> {
+        let mut objects = self.lock();
+        objects.retain(|key, (at, written)| {
+            let version = cached(key);
+            self.stands(*at, written, version.as_ref().map(Option::as_deref))
+        });
+        objects
+            .iter()
+            .map(|(key, (_, written))| (key.clone(), written.clone()))
+            .collect()
     }
 
     /// The object as the operator last knows it: what its write returned while the cache still
     /// shows an older version, else the cache's.
     pub fn get(&self, store: &Store<K>, key: &ObjectRef<K>) -> Option<Arc<K>> {
         let cached = store.get(key);
+        self.get_beside(key, cached)
+    }
+
+    /// [`Written::get`] for an object a cache other than a [`Store`] gave as `cached`.
+    pub fn get_beside(&self, key: &ObjectRef<K>, cached: Option<Arc<K>>) -> Option<Arc<K>> {
         let mut objects = self.lock();
+        let version = cached
+            .as_ref()
+            .map(|c| c.meta().resource_version.as_deref());
         match objects.get(key) {
-            Some((at, written)) if self.stands(*at, written, cached.as_deref()) => {
-                Some(written.clone())
-            }
+            Some((at, written)) if self.stands(*at, written, version) => Some(written.clone()),
             Some(_) => {
                 objects.remove(key);
                 cached
@@ -313,34 +366,22 @@ where
         }
     }
 
-    /// Every cached object, with the operator's writes in place of older versions.
+    /// Every cached object, with the operator's writes in place of older versions, and the writes
+    /// of objects the cache does not have yet (a create counts for a while; one deleted since is
+    /// forgotten when the watch sees the deletion).
     pub fn state(&self, store: &Store<K>) -> Vec<Arc<K>> {
         let mut state = store.state();
-        let mut objects = self.lock();
-        if objects.is_empty() {
+        let mut standing =
+            self.standing(|key| store.get(key).map(|o| o.meta().resource_version.clone()));
+        if standing.is_empty() {
             return state;
         }
         for object in &mut state {
-            let key = ObjectRef::from_obj(object.as_ref());
-            if let Some((at, written)) = objects.get(&key) {
-                if self.stands(*at, written, Some(object.as_ref())) {
-                    *object = written.clone();
-                } else {
-                    objects.remove(&key);
-                }
+            if let Some(written) = standing.remove(&ObjectRef::from_obj(object.as_ref())) {
+                *object = written;
             }
         }
-        // A write whose object the cache does not have yet (a create) counts for a while; one
-        // deleted since is forgotten when the watch sees the deletion.
-        objects.retain(|key, (at, written)| {
-            store.get(key).is_some() || self.stands(*at, written, None)
-        });
-        state.extend(
-            objects
-                .iter()
-                .filter(|(key, _)| store.get(key).is_none())
-                .map(|(_, (_, written))| written.clone()),
-        );
+        state.extend(standing.into_values());
         state
     }
 
@@ -372,11 +413,12 @@ where
     }
 }
 
-/// True when `written` is newer than the `cached` version. resourceVersions are etcd revisions,
+/// True when `written` is newer than the `cached` version (`None`: nothing cached). resourceVersions are etcd revisions,
 /// which only grow; one that does not parse as a number is taken as not newer, so the cache wins.
-fn newer<K: Resource>(written: &K, cached: Option<&K>) -> bool {
-    let version = |o: &K| o.meta().resource_version.as_deref()?.parse::<u64>().ok();
-    match (version(written), cached.map(version)) {
+fn newer<K: Resource>(written: &K, cached: Option<Option<&str>>) -> bool {
+    let version = |v: Option<&str>| v?.parse::<u64>().ok();
+    let cached = cached.map(version);
+    match (version(written.meta().resource_version.as_deref()), cached) {
         (Some(_), None) => true,
         (Some(w), Some(Some(c))) => w > c,
         _ => false,
@@ -398,6 +440,61 @@ mod tests {
 
     fn type_of(svc: Option<Arc<Service>>) -> Option<String> {
         svc?.spec.as_ref()?.type_.clone()
+    }
+
+    fn cache_of(services: &[Service]) -> ServiceCache {
+        let cache = ServiceCache::new();
+        for svc in services {
+            cache.apply(&watcher::Event::Apply(svc.clone()), |s| {
+                services::ServiceRecord::new(s, false)
+            });
+        }
+        cache
+    }
+
+    fn types(services: Vec<Arc<Service>>) -> Vec<(String, String)> {
+        let mut types: Vec<_> = services
+            .iter()
+            .map(|s| (s.name_any(), type_of(Some(s.clone())).unwrap_or_default()))
+            .collect();
+        types.sort();
+        types
+    }
+
+    #[test]
+    fn the_service_cache_is_read_with_the_operators_writes_in_place() {
+        let cache = cache_of(&[
+            svc("api", "5", "ClusterIP"),
+            svc("web", "5", "ClusterIP"),
+            svc("db", "9", "ClusterIP"),
+        ]);
+        let written = Written::new(false);
+        // Newer than the cache: read instead of it. Older than the cache: the cache wins. Not in
+        // the cache yet: read as well.
+        written.record(svc("api", "6", "LoadBalancer"));
+        written.record(svc("db", "8", "LoadBalancer"));
+        written.record(svc("new", "7", "LoadBalancer"));
+        let all = |_: &dyn ServiceFacts| true;
+        assert_eq!(
+            types(services_where(&cache, &written, all)),
+            [
+                ("api".into(), "LoadBalancer".into()),
+                ("db".into(), "ClusterIP".into()),
+                ("new".into(), "LoadBalancer".into()),
+                ("web".into(), "ClusterIP".into()),
+            ]
+        );
+        // `keep` decides on the written version, not on the cached one it replaces.
+        let internal = |s: &dyn ServiceFacts| {
+            s.namespace_name() == "shop" && s.label("written") == Some("yes")
+        };
+        let mut labelled = svc("web", "6", "LoadBalancer");
+        labelled.metadata.labels = Some([("written".into(), "yes".into())].into());
+        written.record(labelled);
+        assert_eq!(
+            types(services_where(&cache, &written, internal)),
+            [("web".into(), "LoadBalancer".into())]
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::azure::arm::ArmClient;
 use crate::cache;
+use crate::context::services::ServiceCache;
 use crate::context::{Config, Context, OwnWrites, Written};
 use crate::crd::AppServiceLink;
 use crate::duties::service_link::{self, Selection};
@@ -75,14 +76,17 @@ pub async fn run(
         .inspect_ok(forget_deleted(&own, |own| &own.links))
         .applied_objects()
         .predicate_filter(spec_or_lifecycle, PredicateConfig::default());
-    let (services, services_writer) = reflector::store();
+    let services = Arc::new(ServiceCache::new());
     let services_stream = watcher(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
     .default_backoff()
     .modify(cache::service)
-    .reflect(services_writer)
+    .inspect_ok({
+        let services = services.clone();
+        move |event| services.apply(event, cache::service_record)
+    })
     .inspect_ok(synced.listed())
     .inspect_ok(forget_deleted(&own, |own| &own.services))
     .touched_objects();

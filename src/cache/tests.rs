@@ -59,10 +59,13 @@ fn realistic(type_owner: &str) -> Service {
     .expect("a Service")
 }
 
+/// The Service as the duties get it from the cache: pruned, kept as a record, rebuilt.
 fn pruned(svc: &Service) -> Service {
     let mut svc = svc.clone();
     service(&mut svc);
-    svc
+    let rebuilt = service_record(&svc).to_service();
+    assert_eq!(rebuilt, svc, "the record keeps all that pruning leaves");
+    rebuilt
 }
 
 fn settings(link: &str, subnet: Option<&str>) -> LinkSettings {

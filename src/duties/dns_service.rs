@@ -561,7 +561,9 @@ pub async fn collect_unused(
 ) -> Result<(), Error> {
     let ns = ctx.dns_namespace();
     let links: Vec<_> = ctx.own.links.state(&ctx.links);
-    let services = ctx.services();
+    let services = ctx.services_where(|s| {
+        s.namespace_name() == ns && s.label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
+    });
     let unused = deletable(
         services.iter().map(|s| &**s),
         ns,

@@ -10,16 +10,18 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Patch;
-use kube::core::{Selector, SelectorExt};
+use kube::core::{Expression, Selector};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::context::services::{Labels, ServiceFacts};
 use crate::context::{current_status, Context};
 use crate::crd::{AppServiceLink, LinkedServiceState, LinkedServiceStatus};
 use crate::duties::load_balancer::{self, ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
@@ -81,9 +83,29 @@ pub fn selects(ctx: &Context, link: &AppServiceLink, svc: &Service) -> bool {
 #[derive(Debug, Clone)]
 pub struct Selection {
     /// `None`: the link selects nothing (a selector that matches everything, or does not parse).
-    services: Option<Selector>,
+    services: Option<Vec<Expression>>,
     /// `None`: any namespace; `Some(None)`: a namespace selector that does not parse, so none.
-    namespaces: Option<Option<Selector>>,
+    namespaces: Option<Option<Vec<Expression>>>,
+}
+
+/// A label selector's requirements, as the apiserver parses them; `None` when it does not parse.
+fn expressions(selector: &LabelSelector) -> Option<Vec<Expression>> {
+    Selector::try_from(selector.clone())
+        .ok()
+        .map(|s| s.into_iter().collect())
+}
+
+/// True when every requirement holds for `labels` (as `kube::core::Selector::matches`, on any
+/// [`Labels`], so that cached records need no label map).
+fn all_hold(expressions: &[Expression], labels: &(impl Labels + ?Sized)) -> bool {
+    expressions.iter().all(|expression| match expression {
+        Expression::In(key, values) => labels.label(key).is_some_and(|v| values.contains(v)),
+        Expression::NotIn(key, values) => labels.label(key).is_none_or(|v| !values.contains(v)),
+        Expression::Exists(key) => labels.label(key).is_some(),
+        Expression::DoesNotExist(key) => labels.label(key).is_none(),
+        Expression::Equal(key, value) => labels.label(key) == Some(value.as_str()),
+        Expression::NotEqual(key, value) => labels.label(key) != Some(value.as_str()),
+    })
 }
 
 impl Selection {
@@ -91,34 +113,37 @@ impl Selection {
     pub fn of(link: &AppServiceLink) -> Self {
         let spec = &link.spec.services;
         let services = (!validation::selector_matches_everything(&spec.selector))
-            .then(|| Selector::try_from(spec.selector.clone()).ok())
+            .then(|| expressions(&spec.selector))
             .flatten();
-        let namespaces = spec
-            .namespace_selector
-            .as_ref()
-            .map(|s| Selector::try_from(s.clone()).ok());
+        let namespaces = spec.namespace_selector.as_ref().map(expressions);
         Self {
             services,
             namespaces,
         }
     }
 
-    /// True when the link selects `svc`.
-    pub fn matches(&self, ctx: &Context, svc: &Service) -> bool {
-        if load_balancer::is_ours(svc) {
+    /// True when the link selects `svc` (a cached record or a typed Service).
+    pub fn matches(&self, ctx: &Context, svc: &(impl ServiceFacts + ?Sized)) -> bool {
+        if svc.label(load_balancer::MANAGED_BY_LABEL) == Some(load_balancer::MANAGED_BY) {
             return false;
         }
         let Some(selector) = &self.services else {
             return false;
         };
-        if !selector.matches(svc.labels()) {
+        if !all_hold(selector, svc) {
             return false;
         }
         match &self.namespaces {
             None => true,
             Some(None) => false,
             Some(Some(ns_selector)) => {
-                ns_selector.matches(&ctx.namespace_labels(&svc.namespace().unwrap_or_default()))
+                // A namespace the cache does not have (yet) has no labels.
+                let namespace = ctx.namespace(svc.namespace_name());
+                let none = BTreeMap::new();
+                all_hold(
+                    ns_selector,
+                    namespace.as_ref().map_or(&none, |n| n.labels()),
+                )
             }
         }
     }
@@ -548,11 +573,17 @@ pub async fn reconcile(ctx: &Context, link: &AppServiceLink) -> ServicesOutcome 
     let previous_entries = current_status(link)
         .map(|s| s.services.clone())
         .unwrap_or_default();
-    let all = ctx.services();
     let selection = Selection::of(link);
+    let name = link.name_any();
+    // The Services it selects, and those it holds (to let go of the ones it no longer selects).
+    let all = ctx.services_where(|s| {
+        selection.matches(ctx, s) || s.annotation_value(ANNOTATION_LINK) == Some(name.as_str())
+    });
     let links = Links::valid(ctx);
-    let mut selected: Vec<&Arc<Service>> =
-        all.iter().filter(|s| selection.matches(ctx, s)).collect();
+    let mut selected: Vec<&Arc<Service>> = all
+        .iter()
+        .filter(|s| selection.matches(ctx, &***s))
+        .collect();
     selected.sort_by(|a, b| {
         (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
             .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
@@ -802,7 +833,7 @@ pub async fn cleanup(ctx: &Context, link: &AppServiceLink) -> Result<(), Error> 
     let mut changes = Changes::default();
     let links = Links::valid(ctx);
     for svc in ctx
-        .services()
+        .services_where(|s| s.annotation_value(ANNOTATION_LINK) == Some(name.as_str()))
         .iter()
         .filter(|s| holder(s) == Some(name.as_str()))
     {

@@ -449,3 +449,50 @@ fn a_public_load_balancer_another_link_converted_needs_the_opt_in_to_take_over()
     // The link that converted it keeps it.
     assert_eq!(plan(&converted, &opted_in, None), ServicePlan::Converged);
 }
+
+#[test]
+fn label_requirements_hold_exactly_as_kube_matches_them() {
+    use kube::core::SelectorExt;
+    let selectors: Vec<LabelSelector> = [
+        json!({"matchLabels": {"app": "api"}}),
+        json!({"matchLabels": {"app": "api", "tier": "web"}}),
+        json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["api", "web"]}]}),
+        json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["api"]}]}),
+        json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+        json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
+        json!({"matchLabels": {"expose": "true"},
+               "matchExpressions": [{"key": "app", "operator": "In", "values": ["api"]},
+                                    {"key": "legacy", "operator": "DoesNotExist"}]}),
+    ]
+    .into_iter()
+    .map(|s| serde_json::from_value(s).unwrap())
+    .collect();
+    let label_sets: Vec<BTreeMap<String, String>> = [
+        json!({}),
+        json!({"app": "api"}),
+        json!({"app": "web", "tier": "web"}),
+        json!({"app": "api", "tier": "web", "expose": "true"}),
+        json!({"app": "api", "expose": "true", "legacy": ""}),
+        json!({"app": "", "tier": ""}),
+    ]
+    .into_iter()
+    .map(|l| serde_json::from_value(l).unwrap())
+    .collect();
+    for selector in &selectors {
+        let kube = Selector::try_from(selector.clone()).unwrap();
+        let ours = expressions(selector).unwrap();
+        for labels in &label_sets {
+            assert_eq!(
+                all_hold(&ours, labels),
+                kube.matches(labels),
+                "{selector:?} on {labels:?}"
+            );
+        }
+    }
+    // A requirement the apiserver would not parse selects nothing.
+    let bad: LabelSelector = serde_json::from_value(
+        json!({"matchExpressions": [{"key": "app", "operator": "Near", "values": ["api"]}]}),
+    )
+    .unwrap();
+    assert!(expressions(&bad).is_none());
+}
