@@ -9,7 +9,7 @@ use appservicelink::azure::credentials as azure_auth;
 use appservicelink::context::{Config, DedicatedDns};
 use appservicelink::runtime::health::Health;
 use appservicelink::runtime::metrics::Metrics;
-use appservicelink::runtime::{endpoints, leader, telemetry};
+use appservicelink::runtime::{endpoints, leader, memory, telemetry};
 use appservicelink::{controller, crd};
 
 #[cfg(feature = "sandbox")]
@@ -246,6 +246,7 @@ async fn main() -> anyhow::Result<()> {
                 health.clone(),
                 stop_serving.clone().cancelled_owned(),
             ));
+            tokio::spawn(memory::give_back_periodically());
             let controller = controller::run(
                 client.clone(),
                 config,
