@@ -1434,7 +1434,9 @@ async fn cache_probe_child(args: &Args) {
     let prune = mode == "pruned";
     let operator = mode == "operator";
     if mode == "records" {
-        // The operator's own cache: its pruning, then one compact record per Service.
+        // The operator's own cache (its pruning, then one compact record per Service) and its
+        // allocator settings (runtime::memory).
+        appservicelink::runtime::memory::tune();
         let cache = appservicelink::context::services::ServiceCache::new();
         let mut events = std::pin::pin!(watcher(api, watcher::Config::default())
             .default_backoff()
@@ -1443,7 +1445,8 @@ async fn cache_probe_child(args: &Args) {
             let Ok(event) = event else { continue };
             cache.apply(&event, appservicelink::cache::service_record);
             if matches!(event, watcher::Event::InitDone) {
-                println!("{} Services cached", cache.len());
+                appservicelink::runtime::memory::give_back();
+                println!("{} Services cached, {}", cache.len(), heap_in_use());
             }
         }
         return;
@@ -1465,8 +1468,24 @@ async fn cache_probe_child(args: &Args) {
         .touched_objects();
     tokio::spawn(stream.for_each(|_| async {}));
     reader.wait_until_ready().await.expect("store ready");
-    println!("{} Services cached", reader.state().len());
+    println!(
+        "{} Services cached, {}",
+        reader.state().len(),
+        heap_in_use()
+    );
     std::future::pending::<()>().await;
+}
+
+/// The bytes malloc has handed out and not had back (glibc's `mallinfo2`), as a table cell.
+fn heap_in_use() -> String {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and only reads malloc's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        format!("heap in use {:.1} MB", info.uordblks as f64 / 1e6)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    String::from("heap in use not known")
 }
 
 #[tokio::main]

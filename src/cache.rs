@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use serde_json::{Map, Value};
 
 use crate::context::services::ServiceRecord;
+use crate::context::Prune;
 use crate::crd::AppServiceLink;
 use crate::duties::load_balancer::{self, ANNOTATION_INTERNAL, ANNOTATION_SUBNET};
 use crate::duties::service_link::{self, ANNOTATION_LINK, ANNOTATION_PREVIOUS};
@@ -147,6 +148,24 @@ pub fn configmap(cm: &mut ConfigMap) {
 pub fn deployment(deployment: &mut Deployment) {
     prune_meta(&mut deployment.metadata, |_| Vec::new());
     deployment.status = None;
+}
+
+impl Prune for Service {
+    fn prune(&mut self) {
+        service(self);
+    }
+}
+
+impl Prune for AppServiceLink {
+    fn prune(&mut self) {
+        link(self);
+    }
+}
+
+impl Prune for ConfigMap {
+    fn prune(&mut self) {
+        configmap(self);
+    }
 }
 
 /// Drops `last-applied-configuration` and whatever `keep` does not keep of managedFields.

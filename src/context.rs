@@ -284,6 +284,13 @@ impl OwnWrites {
 /// 410, with no Delete event) is not kept alive by an old write.
 const ABSENT_GRACE: Duration = Duration::from_secs(30);
 
+/// What the caches keep of an object (`crate::cache`), also applied to what a write returned, so
+/// that a write kept beside a cache costs what the cached object does and reads the same.
+pub trait Prune {
+    /// Drops what no duty reads.
+    fn prune(&mut self);
+}
+
 /// What writes of one kind returned, by object, and when.
 pub struct Written<K: Resource<DynamicType = ()>> {
     dry_run: bool,
@@ -296,7 +303,7 @@ type Returned<K> = HashMap<ObjectRef<K>, (std::time::Instant, Arc<K>)>;
 
 impl<K> Written<K>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    K: Resource<DynamicType = ()> + Prune + Clone + 'static,
 {
     fn new(dry_run: bool) -> Self {
         Self {
@@ -306,11 +313,12 @@ where
         }
     }
 
-    /// Records what a write returned.
-    pub fn record(&self, returned: K) {
+    /// Records what a write returned, pruned as the cache would prune it.
+    pub fn record(&self, mut returned: K) {
         if self.dry_run {
             return;
         }
+        returned.prune();
         let key = ObjectRef::from_obj(&returned);
         self.lock()
             .insert(key, (std::time::Instant::now(), Arc::new(returned)));
@@ -554,6 +562,29 @@ mod tests {
         assert!(written
             .get(&store, &ObjectRef::new("dns").within("shop"))
             .is_none());
+    }
+
+    #[test]
+    fn a_write_is_kept_pruned_as_the_cache_keeps_objects() {
+        let (store, _writer) = reflector::store::<Service>();
+        let written = Written::new(false);
+        let mut returned = svc("api", "6", "LoadBalancer");
+        returned.metadata.annotations = Some(
+            [
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".into(),
+                    "{}".into(),
+                ),
+                ("team".into(), "payments".into()),
+            ]
+            .into(),
+        );
+        written.record(returned);
+        let kept = written
+            .get(&store, &ObjectRef::new("api").within("shop"))
+            .unwrap();
+        assert_eq!(kept.metadata.annotations, None);
+        assert_eq!(type_of(Some(kept)).as_deref(), Some("LoadBalancer"));
     }
 
     #[test]

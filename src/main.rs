@@ -198,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         Command::Run(args) => {
+            memory::tune();
             telemetry::init(args.log_format);
             // kube's rustls and reqwest's may both be compiled in; one provider for the process avoids
             // rustls refusing to choose (DESIGN.md, "Rust toolchain facts").
@@ -282,10 +283,13 @@ fn arm_client(
 ) -> Result<ArmClient, String> {
     let http = azure.http_client().map_err(|e| e.to_string())?;
     let credential = azure.credential(&http).map_err(|e| e.to_string())?;
-    let metrics = metrics.clone();
+    let (requests, waits) = (metrics.clone(), metrics.clone());
     Ok(
         ArmClient::new(http, &azure.arm_endpoint, azure.scope(), credential)
-            .with_observer(Arc::new(move |op, status| metrics.arm_request(op, status))),
+            .with_observer(Arc::new(move |op, status| requests.arm_request(op, status)))
+            .with_wait_observer(Arc::new(move |kind, waited| {
+                waits.arm_rate_limit_wait(kind.name(), waited)
+            })),
     )
 }
 

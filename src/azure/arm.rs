@@ -194,6 +194,9 @@ impl Default for RetryPolicy {
 /// Receives the outcome of every ARM request (operation, HTTP status or 0 when none).
 pub type RequestObserver = Arc<dyn Fn(Operation, u16) + Send + Sync>;
 
+/// Told how long a request of a kind waited for the client's own rate limit, when it waited.
+pub type WaitObserver = Arc<dyn Fn(RequestKind, Duration) + Send + Sync>;
+
 /// The ARM client.
 #[derive(Clone)]
 pub struct ArmClient {
@@ -203,6 +206,7 @@ pub struct ArmClient {
     credential: Arc<Credential>,
     retry: RetryPolicy,
     observer: Option<RequestObserver>,
+    wait_observer: Option<WaitObserver>,
     limiter: Arc<RateLimiter>,
     sites: Arc<SiteGates>,
 }
@@ -232,6 +236,7 @@ impl ArmClient {
             credential: Arc::new(credential.into()),
             retry: RetryPolicy::default(),
             observer: None,
+            wait_observer: None,
             limiter: Arc::new(RateLimiter::new(RateLimits::DEFAULT)),
             sites: Arc::default(),
         }
@@ -269,6 +274,12 @@ impl ArmClient {
     /// Reports every request's outcome to `observer` (metrics).
     pub fn with_observer(mut self, observer: RequestObserver) -> Self {
         self.observer = Some(observer);
+        self
+    }
+
+    /// Reports every wait for the client's own rate limit to `observer` (metrics).
+    pub fn with_wait_observer(mut self, observer: WaitObserver) -> Self {
+        self.wait_observer = Some(observer);
         self
     }
 
@@ -378,6 +389,9 @@ impl ArmClient {
             attempt += 1;
             let waited = self.limiter.acquire(&site.subscription_id, kind).await;
             if !waited.is_zero() {
+                if let Some(observer) = &self.wait_observer {
+                    observer(kind, waited);
+                }
                 tracing::debug!(
                     operation = op.name(),
                     kind = kind.name(),
@@ -807,6 +821,33 @@ mod tests {
                 .available("other", RequestKind::Write),
             10.0
         );
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_the_clients_rate_limit_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sim, site, client, _) = sim_and_client(dir.path()).await;
+        // One token, the next due 20 ms later.
+        let one = crate::azure::limiter::Rate::new(1, 50.0);
+        let waits = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let client = client
+            .with_rate_limits(RateLimits {
+                reads: one,
+                writes: one,
+                deletes: one,
+            })
+            .with_wait_observer({
+                let waits = waits.clone();
+                Arc::new(move |kind, waited| waits.lock().unwrap().push((kind, waited)))
+            });
+        client.list_app_settings(&site).await.unwrap();
+        assert!(waits.lock().unwrap().is_empty(), "the first took the token");
+        client.list_app_settings(&site).await.unwrap();
+        let waits = waits.lock().unwrap().clone();
+        assert_eq!(waits.len(), 1, "{waits:?}");
+        assert_eq!(waits[0].0, RequestKind::Write);
+        assert!(!waits[0].1.is_zero());
         sim.shutdown().await;
     }
 

@@ -2,9 +2,9 @@
 //!
 //! A typed `k8s_openapi` Service is 824 bytes before any field is set, and its labels are a B-tree
 //! sized for 11 entries. Most Services in a cluster are read by no duty beyond their labels, so
-//! the cache keeps each as a [`ServiceRecord`] (its strings, sorted label and annotation slices, and
-//! the few spec and status fields a duty reads), and rebuilds a typed Service only for those a duty
-//! asks for ([`ServiceCache::select`], [`ServiceCache::get`]).
+//! the cache keeps each as a [`ServiceRecord`] (its strings packed into one allocation, labels and
+//! annotations in key order, and the few spec and status fields a duty reads), and rebuilds a
+//! typed Service only for those a duty asks for ([`ServiceCache::select`], [`ServiceCache::get`]).
 //!
 //! A record keeps exactly what [`crate::cache::service`] leaves of a Service: rebuilding it gives
 //! that pruned Service back, field for field (`src/cache/tests.rs`).
@@ -53,62 +53,87 @@ impl ServiceFacts for Service {
     }
 }
 
-/// Key-value pairs sorted by key: labels or annotations, in a quarter of a B-tree node's room.
-type Pairs = Box<[(Box<str>, Box<str>)]>;
-
-/// The spec fields a record keeps.
-#[derive(Debug, Clone, PartialEq)]
-enum Spec {
-    Absent,
-    /// What the duties read of a Service the operator did not create.
-    Read {
-        type_: Option<Box<str>>,
-        cluster_ip: Option<Box<str>>,
-        source_ranges: Option<Box<[Box<str>]>>,
-    },
-    /// The whole spec (the operator's own DNS Services, whose drift it checks).
-    Whole(Box<ServiceSpec>),
+/// Which of a record's optional fields are set.
+mod set {
+    pub const UID: u8 = 1;
+    pub const RESOURCE_VERSION: u8 = 1 << 1;
+    pub const TYPE: u8 = 1 << 2;
+    pub const CLUSTER_IP: u8 = 1 << 3;
+    pub const LABELS: u8 = 1 << 4;
+    pub const ANNOTATIONS: u8 = 1 << 5;
+    pub const SOURCE_RANGES: u8 = 1 << 6;
 }
 
-/// One cached Service: what the duties read of it, compactly.
+/// The strings of a record, by position in [`ServiceRecord::ends`]: these six, then each label's
+/// key and value, each annotation's, and the source ranges.
+const NAMESPACE: usize = 0;
+const NAME: usize = 1;
+const UID: usize = 2;
+const RESOURCE_VERSION: usize = 3;
+const TYPE: usize = 4;
+const CLUSTER_IP: usize = 5;
+const FIXED: usize = 6;
+
+/// What a record keeps of the spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpecKept {
+    Absent,
+    /// Type, clusterIP and source ranges (a Service the operator did not create).
+    Read,
+    /// The whole spec (the operator's own DNS Services, whose drift it checks).
+    Whole,
+}
+
+/// One cached Service: what the duties read of it, packed. All its strings are one allocation
+/// (`text`, with their end offsets in `ends`), because a Service is mostly short strings, and
+/// one allocation each cost more than the strings themselves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRecord {
-    namespace: Box<str>,
-    name: Box<str>,
-    uid: Option<Box<str>>,
-    resource_version: Option<Box<str>>,
-    labels: Option<Pairs>,
-    annotations: Option<Pairs>,
+    text: Box<str>,
+    ends: Box<[u32]>,
+    labels: u32,
+    annotations: u32,
+    set: u8,
+    spec: SpecKept,
+    whole_spec: Option<Box<ServiceSpec>>,
     managed_fields: Option<Box<[ManagedFieldsEntry]>>,
-    spec: Spec,
     load_balancer: Option<Box<LoadBalancerStatus>>,
 }
 
-fn pairs(map: &Option<BTreeMap<String, String>>) -> Option<Pairs> {
-    // A BTreeMap iterates in key order, so the slice is sorted.
-    map.as_ref().map(|m| {
-        m.iter()
-            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-            .collect()
-    })
+/// Builds a record's `text` and `ends`.
+#[derive(Default)]
+struct Packer {
+    text: String,
+    ends: Vec<u32>,
+    set: u8,
 }
 
-fn map(pairs: &Option<Pairs>) -> Option<BTreeMap<String, String>> {
-    pairs.as_ref().map(|p| {
-        p.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    })
-}
+impl Packer {
+    fn push(&mut self, s: &str) {
+        self.text.push_str(s);
+        // An object is at most a few MiB (etcd's request limit), far below u32::MAX.
+        self.ends
+            .push(u32::try_from(self.text.len()).unwrap_or(u32::MAX));
+    }
 
-fn find<'a>(pairs: &'a Option<Pairs>, key: &str) -> Option<&'a str> {
-    let pairs = pairs.as_deref()?;
-    let i = pairs.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
-    Some(&pairs[i].1)
-}
+    /// Pushes `s` (an empty string when it is unset) and marks whether it is set.
+    fn push_opt(&mut self, s: Option<&str>, bit: u8) {
+        if s.is_some() {
+            self.set |= bit;
+        }
+        self.push(s.unwrap_or_default());
+    }
 
-fn boxed(s: &Option<String>) -> Option<Box<str>> {
-    s.as_deref().map(Into::into)
+    /// Pushes a map's keys and values, in key order; returns how many pairs.
+    fn push_map(&mut self, map: Option<&BTreeMap<String, String>>, bit: u8) -> u32 {
+        let Some(map) = map else { return 0 };
+        self.set |= bit;
+        for (key, value) in map {
+            self.push(key);
+            self.push(value);
+        }
+        u32::try_from(map.len()).unwrap_or(u32::MAX)
+    }
 }
 
 impl ServiceRecord {
@@ -118,27 +143,39 @@ impl ServiceRecord {
     /// balancer) is not kept.
     pub fn new(svc: &Service, whole_spec: bool) -> Self {
         let meta = &svc.metadata;
-        let spec = match &svc.spec {
-            None => Spec::Absent,
-            Some(spec) if whole_spec => Spec::Whole(Box::new(spec.clone())),
-            Some(spec) => Spec::Read {
-                type_: boxed(&spec.type_),
-                cluster_ip: boxed(&spec.cluster_ip),
-                source_ranges: spec
-                    .load_balancer_source_ranges
-                    .as_ref()
-                    .map(|r| r.iter().map(|s| s.as_str().into()).collect()),
-            },
+        let mut packer = Packer::default();
+        packer.push(meta.namespace.as_deref().unwrap_or_default());
+        packer.push(meta.name.as_deref().unwrap_or_default());
+        packer.push_opt(meta.uid.as_deref(), set::UID);
+        packer.push_opt(meta.resource_version.as_deref(), set::RESOURCE_VERSION);
+        let (spec, read) = match &svc.spec {
+            None => (SpecKept::Absent, None),
+            Some(_) if whole_spec => (SpecKept::Whole, None),
+            Some(spec) => (SpecKept::Read, Some(spec)),
         };
+        packer.push_opt(read.and_then(|s| s.type_.as_deref()), set::TYPE);
+        packer.push_opt(read.and_then(|s| s.cluster_ip.as_deref()), set::CLUSTER_IP);
+        let labels = packer.push_map(meta.labels.as_ref(), set::LABELS);
+        let annotations = packer.push_map(meta.annotations.as_ref(), set::ANNOTATIONS);
+        if let Some(ranges) = read.and_then(|s| s.load_balancer_source_ranges.as_ref()) {
+            packer.set |= set::SOURCE_RANGES;
+            for range in ranges {
+                packer.push(range);
+            }
+        }
         Self {
-            namespace: meta.namespace.as_deref().unwrap_or_default().into(),
-            name: meta.name.as_deref().unwrap_or_default().into(),
-            uid: boxed(&meta.uid),
-            resource_version: boxed(&meta.resource_version),
-            labels: pairs(&meta.labels),
-            annotations: pairs(&meta.annotations),
-            managed_fields: meta.managed_fields.as_ref().map(|m| m.as_slice().into()),
+            text: packer.text.into(),
+            ends: packer.ends.into(),
+            labels,
+            annotations,
+            set: packer.set,
             spec,
+            whole_spec: svc
+                .spec
+                .as_ref()
+                .filter(|_| spec == SpecKept::Whole)
+                .map(|s| Box::new(s.clone())),
+            managed_fields: meta.managed_fields.as_ref().map(|m| m.as_slice().into()),
             load_balancer: svc
                 .status
                 .as_ref()
@@ -147,36 +184,83 @@ impl ServiceRecord {
         }
     }
 
+    /// String `i` of the record.
+    fn at(&self, i: usize) -> &str {
+        let start = match i {
+            0 => 0,
+            _ => self.ends.get(i - 1).copied().unwrap_or_default(),
+        };
+        let end = self.ends.get(i).copied().unwrap_or_default();
+        self.text
+            .get(start as usize..end as usize)
+            .unwrap_or_default()
+    }
+
+    /// String `i`, when its field is set.
+    fn opt(&self, i: usize, bit: u8) -> Option<&str> {
+        (self.set & bit != 0).then(|| self.at(i))
+    }
+
+    /// The `n` key-value pairs from string `first` on, sorted by key.
+    fn pairs(&self, first: usize, n: u32) -> impl Iterator<Item = (&str, &str)> {
+        (0..n as usize).map(move |i| (self.at(first + 2 * i), self.at(first + 2 * i + 1)))
+    }
+
+    /// The value for `key` among the `n` pairs from string `first` on.
+    fn find(&self, first: usize, n: u32, key: &str) -> Option<&str> {
+        let (mut low, mut high) = (0, n as usize);
+        while low < high {
+            let mid = (low + high) / 2;
+            match self.at(first + 2 * mid).cmp(key) {
+                std::cmp::Ordering::Equal => return Some(self.at(first + 2 * mid + 1)),
+                std::cmp::Ordering::Less => low = mid + 1,
+                std::cmp::Ordering::Greater => high = mid,
+            }
+        }
+        None
+    }
+
+    fn first_annotation(&self) -> usize {
+        FIXED + 2 * self.labels as usize
+    }
+
+    fn map(&self, first: usize, n: u32, bit: u8) -> Option<BTreeMap<String, String>> {
+        (self.set & bit != 0).then(|| {
+            self.pairs(first, n)
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+    }
+
     /// The typed Service again, as [`crate::cache::service`] left it.
     pub fn to_service(&self) -> Service {
-        let name = (!self.name.is_empty()).then(|| self.name.to_string());
-        let namespace = (!self.namespace.is_empty()).then(|| self.namespace.to_string());
+        let owned = |s: Option<&str>| s.map(str::to_string);
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_string());
+        let ranges_from = self.first_annotation() + 2 * self.annotations as usize;
         Service {
             metadata: ObjectMeta {
-                name,
-                namespace,
-                uid: self.uid.as_deref().map(str::to_string),
-                resource_version: self.resource_version.as_deref().map(str::to_string),
-                labels: map(&self.labels),
-                annotations: map(&self.annotations),
+                name: nonempty(self.at(NAME)),
+                namespace: nonempty(self.at(NAMESPACE)),
+                uid: owned(self.opt(UID, set::UID)),
+                resource_version: owned(self.opt(RESOURCE_VERSION, set::RESOURCE_VERSION)),
+                labels: self.map(FIXED, self.labels, set::LABELS),
+                annotations: self.map(self.first_annotation(), self.annotations, set::ANNOTATIONS),
                 managed_fields: self.managed_fields.as_deref().map(<[_]>::to_vec),
                 ..Default::default()
             },
-            spec: match &self.spec {
-                Spec::Absent => None,
-                Spec::Read {
-                    type_,
-                    cluster_ip,
-                    source_ranges,
-                } => Some(ServiceSpec {
-                    type_: type_.as_deref().map(str::to_string),
-                    cluster_ip: cluster_ip.as_deref().map(str::to_string),
-                    load_balancer_source_ranges: source_ranges
-                        .as_ref()
-                        .map(|r| r.iter().map(|s| s.to_string()).collect()),
+            spec: match self.spec {
+                SpecKept::Absent => None,
+                SpecKept::Read => Some(ServiceSpec {
+                    type_: owned(self.opt(TYPE, set::TYPE)),
+                    cluster_ip: owned(self.opt(CLUSTER_IP, set::CLUSTER_IP)),
+                    load_balancer_source_ranges: (self.set & set::SOURCE_RANGES != 0).then(|| {
+                        (ranges_from..self.ends.len())
+                            .map(|i| self.at(i).to_string())
+                            .collect()
+                    }),
                     ..Default::default()
                 }),
-                Spec::Whole(spec) => Some((**spec).clone()),
+                SpecKept::Whole => self.whole_spec.as_deref().cloned(),
             },
             status: self.load_balancer.as_ref().map(|lb| ServiceStatus {
                 load_balancer: Some((**lb).clone()),
@@ -187,28 +271,28 @@ impl ServiceRecord {
 
     /// The Service's name.
     pub fn name(&self) -> &str {
-        &self.name
+        self.at(NAME)
     }
 
     /// The Service's resourceVersion.
     pub fn resource_version(&self) -> Option<&str> {
-        self.resource_version.as_deref()
+        self.opt(RESOURCE_VERSION, set::RESOURCE_VERSION)
     }
 }
 
 impl Labels for ServiceRecord {
     fn label(&self, key: &str) -> Option<&str> {
-        find(&self.labels, key)
+        self.find(FIXED, self.labels, key)
     }
 }
 
 impl ServiceFacts for ServiceRecord {
     fn namespace_name(&self) -> &str {
-        &self.namespace
+        self.at(NAMESPACE)
     }
 
     fn annotation_value(&self, key: &str) -> Option<&str> {
-        find(&self.annotations, key)
+        self.find(self.first_annotation(), self.annotations, key)
     }
 }
 
@@ -246,7 +330,7 @@ impl ServiceCache {
     ) {
         let entry = |svc: &Service| {
             let record = record(svc);
-            (key(&record.namespace, &record.name), Arc::new(record))
+            (key(record.at(NAMESPACE), record.at(NAME)), Arc::new(record))
         };
         let mut state = self.write();
         match event {
@@ -267,9 +351,13 @@ impl ServiceCache {
                     .insert(key, record);
             }
             watcher::Event::InitDone => {
-                if let Some(mut relist) = state.relist.take() {
-                    relist.shrink_to_fit();
-                    state.records = relist;
+                if let Some(relist) = state.relist.take() {
+                    // Copied once the list is complete, the records are packed together instead
+                    // of scattered among the freed pages of the list's responses.
+                    state.records = relist
+                        .into_iter()
+                        .map(|(key, record)| (key.clone(), Arc::new((*record).clone())))
+                        .collect();
                 }
             }
         }
@@ -330,9 +418,13 @@ mod tests {
 
     #[test]
     fn a_record_reads_like_the_service_it_keeps() {
-        let service = svc("api", "3", json!({"tier": "web", "app": "api", "zone": ""}));
+        let service = svc(
+            "api",
+            "3",
+            json!({"tier": "web", "app": "api", "zone": "", "team": "Zürich-β"}),
+        );
         let kept = record(&service);
-        for key in ["app", "tier", "zone", "missing"] {
+        for key in ["app", "tier", "zone", "team", "missing", ""] {
             assert_eq!(kept.label(key), service.label(key), "label {key}");
         }
         assert_eq!(kept.annotation_value("a"), Some("1"));

@@ -2,6 +2,7 @@
 //! the OpenMetrics text format (which Prometheus scrapes natively).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,11 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ArmLabels {
     operation: &'static str,
     code: String,
@@ -44,6 +50,7 @@ pub struct Metrics {
     reconcile_errors: Family<ReasonLabels, Counter>,
     reconcile_duration: Histogram,
     arm_requests: Family<ArmLabels, Counter>,
+    arm_rate_limit_wait: Family<KindLabels, Counter<f64, AtomicU64>>,
     leader: Gauge,
     in_sync: Arc<InSyncTimes>,
 }
@@ -85,6 +92,12 @@ impl Metrics {
             "Azure Resource Manager requests, by operation and HTTP status (code \"none\" when no response arrived)",
             arm_requests.clone(),
         );
+        let arm_rate_limit_wait = Family::default();
+        registry.register(
+            "arm_rate_limit_wait_seconds",
+            "Time ARM requests waited for the client's own rate limit, by request kind (read, write, delete)",
+            arm_rate_limit_wait.clone(),
+        );
         let leader = Gauge::default();
         registry.register(
             "leader",
@@ -99,6 +112,7 @@ impl Metrics {
             reconcile_errors,
             reconcile_duration,
             arm_requests,
+            arm_rate_limit_wait,
             leader,
             in_sync,
         }
@@ -134,6 +148,13 @@ impl Metrics {
                 code,
             })
             .inc();
+    }
+
+    /// Adds the time one ARM request of `kind` waited for the client's rate limit.
+    pub fn arm_rate_limit_wait(&self, kind: &'static str, waited: Duration) {
+        self.arm_rate_limit_wait
+            .get_or_create(&KindLabels { kind })
+            .inc_by(waited.as_secs_f64());
     }
 
     /// Records whether this replica runs the controller.

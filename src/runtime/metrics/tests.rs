@@ -131,3 +131,26 @@ fn the_exposition_is_complete_openmetrics() {
         assert!(line.starts_with("appservicelink_"), "{line}");
     }
 }
+
+#[test]
+fn waits_for_the_arm_rate_limit_add_up_by_kind() {
+    let metrics = Metrics::new();
+    metrics.arm_rate_limit_wait("write", Duration::from_millis(1500));
+    metrics.arm_rate_limit_wait("write", Duration::from_millis(500));
+    metrics.arm_rate_limit_wait("read", Duration::from_millis(250));
+    let text = metrics.encode();
+    assert_eq!(
+        sample(
+            &text,
+            r#"appservicelink_arm_rate_limit_wait_seconds_total{kind="write"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"appservicelink_arm_rate_limit_wait_seconds_total{kind="read"}"#
+        ),
+        Some(0.25)
+    );
+}
