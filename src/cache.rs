@@ -92,16 +92,11 @@ pub fn service(svc: &mut Service) {
             });
         }
     }
-    let meta = std::mem::take(&mut svc.metadata);
+    let mut meta = std::mem::take(&mut svc.metadata);
     svc.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        labels: meta.labels,
-        annotations: meta.annotations,
-        managed_fields: meta.managed_fields,
-        ..Default::default()
+        annotations: meta.annotations.take(),
+        managed_fields: meta.managed_fields.take(),
+        ..identity(meta)
     };
     svc.status = svc
         .status
@@ -121,14 +116,7 @@ pub fn service_record(svc: &Service) -> ServiceRecord {
 
 /// Keeps a Namespace's name and labels: the namespace selector reads nothing else.
 pub fn namespace(ns: &mut Namespace) {
-    let meta = std::mem::take(&mut ns.metadata);
-    ns.metadata = ObjectMeta {
-        name: meta.name,
-        uid: meta.uid,
-        resource_version: meta.resource_version,
-        labels: meta.labels,
-        ..Default::default()
-    };
+    ns.metadata = identity(std::mem::take(&mut ns.metadata));
     ns.spec = None;
     ns.status = None;
 }
@@ -165,6 +153,18 @@ impl Prune for AppServiceLink {
 impl Prune for ConfigMap {
     fn prune(&mut self) {
         configmap(self);
+    }
+}
+
+/// The metadata every cached object keeps: name, namespace, uid, resourceVersion and labels.
+fn identity(meta: ObjectMeta) -> ObjectMeta {
+    ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        resource_version: meta.resource_version,
+        labels: meta.labels,
+        ..Default::default()
     }
 }
 

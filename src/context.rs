@@ -303,7 +303,7 @@ type Returned<K> = HashMap<ObjectRef<K>, (std::time::Instant, Arc<K>)>;
 
 impl<K> Written<K>
 where
-    K: Resource<DynamicType = ()> + Prune + Clone + 'static,
+    K: Resource<DynamicType = ()> + Clone + 'static,
 {
     fn new(dry_run: bool) -> Self {
         Self {
@@ -314,7 +314,10 @@ where
     }
 
     /// Records what a write returned, pruned as the cache would prune it.
-    pub fn record(&self, mut returned: K) {
+    pub fn record(&self, mut returned: K)
+    where
+        K: Prune,
+    {
         if self.dry_run {
             return;
         }
@@ -421,8 +424,9 @@ where
     }
 }
 
-/// True when `written` is newer than the `cached` version (`None`: nothing cached). resourceVersions are etcd revisions,
-/// which only grow; one that does not parse as a number is taken as not newer, so the cache wins.
+/// True when `written` is newer than the `cached` version (`None`: nothing cached).
+/// resourceVersions are etcd revisions, which only grow; one that does not parse as a number is
+/// taken as not newer, so the cache wins.
 fn newer<K: Resource>(written: &K, cached: Option<Option<&str>>) -> bool {
     let version = |v: Option<&str>| v?.parse::<u64>().ok();
     let cached = cached.map(version);

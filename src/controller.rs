@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::azure::arm::ArmClient;
 use crate::cache;
 use crate::context::services::ServiceCache;
-use crate::context::{Config, Context, OwnWrites, Prune, Written};
+use crate::context::{Config, Context, OwnWrites, Written};
 use crate::crd::AppServiceLink;
 use crate::duties::service_link::{self, Selection};
 use crate::reconcile::{self, Pipeline};
@@ -256,7 +256,7 @@ fn forget_deleted<K>(
     pick: fn(&OwnWrites) -> &Written<K>,
 ) -> impl FnMut(&watcher::Event<K>)
 where
-    K: kube::Resource<DynamicType = ()> + Prune + Clone + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + 'static,
 {
     let own = own.clone();
     move |event| pick(&own).forget_deleted(event)

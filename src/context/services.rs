@@ -328,32 +328,32 @@ impl ServiceCache {
         event: &watcher::Event<Service>,
         record: impl Fn(&Service) -> ServiceRecord,
     ) {
-        let entry = |svc: &Service| {
-            let record = record(svc);
-            (key(record.at(NAMESPACE), record.at(NAME)), Arc::new(record))
+        let key_of = |svc: &Service| {
+            let meta = &svc.metadata;
+            key(
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            )
         };
         let mut state = self.write();
         match event {
             watcher::Event::Apply(svc) => {
-                let (key, record) = entry(svc);
-                state.records.insert(key, record);
+                state.records.insert(key_of(svc), Arc::new(record(svc)));
             }
             watcher::Event::Delete(svc) => {
-                let (key, _) = entry(svc);
-                state.records.remove(&key);
+                state.records.remove(&key_of(svc));
             }
             watcher::Event::Init => state.relist = Some(HashMap::new()),
             watcher::Event::InitApply(svc) => {
-                let (key, record) = entry(svc);
                 state
                     .relist
                     .get_or_insert_with(HashMap::new)
-                    .insert(key, record);
+                    .insert(key_of(svc), Arc::new(record(svc)));
             }
             watcher::Event::InitDone => {
                 if let Some(relist) = state.relist.take() {
-                    // Copied once the list is complete, the records are packed together instead
-                    // of scattered among the freed pages of the list's responses.
+                    // Copied once the list is complete, the records and their keys are packed
+                    // together instead of scattered among the freed pages of the list's responses.
                     state.records = relist
                         .into_iter()
                         .map(|(key, record)| (key.clone(), Arc::new((*record).clone())))
