@@ -23,7 +23,8 @@
 //!   RSS before, peak and after.
 //! - `ip-change`: `--changes 50 --per-link 20 --rate 85`: the DNS Service's load-balancer IP changes
 //!   (through the link's staticIP), from the new IP in the DNS Service's status to the App Service's
-//!   ARM write, without and then with Service churn at `--rate`.
+//!   ARM write, without and then with Service churn at `--rate`. `--explain N` prints the N slowest
+//!   rounds of each: what the operator sent to the apiserver and ARM, and when.
 //! - `start`: `--services 10000 --links 10 --per-link 100`: the operator restarted on converged
 //!   state: start → every link reconciled, and the writes it made (none expected).
 //!
@@ -35,6 +36,8 @@
 //!
 //! `APPSERVICELINK_BENCH_BINARY=<path>` measures that binary instead of the one cargo builds for
 //! the benchmark (which has the sandbox linked in): BENCHMARKS.md measures the production build.
+//! `APPSERVICELINK_BENCH_LOGS=<dir>` keeps the operator's logs there (`operator-<run>.log`), and
+//! `APPSERVICELINK_BENCH_RUST_LOG=<filter>` sets their filter (default `info`).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -193,6 +196,9 @@ struct World {
     seeded: usize,
     /// Time spent seeding (the simulation's cost, not the operator's).
     seeding: Duration,
+    /// How far [`World::activity`] has read the apiserver's log, and the operator's requests
+    /// (without watches) in that part.
+    kube_read: Mutex<(usize, usize)>,
 }
 
 impl World {
@@ -254,6 +260,7 @@ impl World {
             runs: 0,
             seeded: 0,
             seeding: Duration::ZERO,
+            kube_read: Mutex::new((0, 0)),
         }
     }
 
@@ -316,7 +323,9 @@ impl World {
     fn start_operator(&mut self) {
         assert!(self.operator.is_none(), "operator already running");
         self.runs += 1;
-        let log = self.dir.path().join(format!("operator-{}.log", self.runs));
+        let logs = std::env::var_os("APPSERVICELINK_BENCH_LOGS")
+            .map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
+        let log = logs.join(format!("operator-{}.log", self.runs));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(operator_binary())
             .args([
@@ -331,7 +340,10 @@ impl World {
                 "0",
             ])
             .env("KUBECONFIG", &self.kubeconfig)
-            .env("RUST_LOG", "info")
+            .env(
+                "RUST_LOG",
+                std::env::var("APPSERVICELINK_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("APPSERVICELINK_HTTP_PORT", "0")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(file.try_clone().unwrap())
@@ -477,19 +489,23 @@ impl World {
         self.sim
             .requests()
             .into_iter()
-            .filter(|r| r.user_agent != BENCH_UA && !r.user_agent.starts_with("kubectl"))
+            .filter(by_operator)
             .collect()
     }
 
     /// How many requests the operator has made so far (apiserver, ARM), without watches (a watch
     /// is reopened when the server ends it, whatever the operator is doing).
     fn activity(&self) -> (usize, usize) {
-        let kube = self
-            .kube_requests()
+        // Only what came since the last call is read: cloning the whole log at every poll would take
+        // the CPU the operator is being measured on.
+        let mut read = self.kube_read.lock().unwrap();
+        let new = self.sim.requests_since(read.0);
+        read.0 += new.len();
+        read.1 += new
             .iter()
-            .filter(|r| r.verb != "watch")
+            .filter(|r| r.verb != "watch" && by_operator(r))
             .count();
-        (kube, self.azure.requests().len())
+        (read.1, self.azure.request_count())
     }
 
     /// Waits until the operator has made no request for [`QUIET`]; returns when its last request
@@ -512,6 +528,11 @@ impl World {
             }
         }
     }
+}
+
+/// Whether the operator sent `r` (not the benchmark, nor its `kubectl` applies).
+fn by_operator(r: &RecordedRequest) -> bool {
+    r.user_agent != BENCH_UA && !r.user_agent.starts_with("kubectl")
 }
 
 impl Drop for World {
@@ -1069,8 +1090,9 @@ async fn churn_scenario(args: &Args) {
     );
 }
 
-/// Records every IP the DNS Service's status shows, with when it was first seen, polling the
-/// simulation every 200 µs on a thread of its own.
+/// Records every IP the DNS Service's status shows, with when it was first seen: a thread of its
+/// own reads the Service each time a write commits in the simulation (polling would take the CPU
+/// the operator is being timed on).
 struct IpWatch {
     seen: Arc<Mutex<Vec<(String, Instant)>>>,
     stop: Arc<AtomicBool>,
@@ -1083,7 +1105,9 @@ impl IpWatch {
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let (seen, stop) = (seen.clone(), stop.clone());
+            let runtime = tokio::runtime::Handle::current();
             std::thread::spawn(move || {
+                let mut changes = sim.changes();
                 let mut last = String::new();
                 while !stop.load(Ordering::Relaxed) {
                     let ip = sim
@@ -1098,7 +1122,16 @@ impl IpWatch {
                         seen.lock().unwrap().push((ip.clone(), Instant::now()));
                         last = ip;
                     }
-                    std::thread::sleep(Duration::from_micros(200));
+                    // The next commit, or a look at `stop` every 100 ms.
+                    let next = runtime.block_on(async {
+                        tokio::select! {
+                            changed = changes.changed() => changed.is_ok(),
+                            () = tokio::time::sleep(Duration::from_millis(100)) => true,
+                        }
+                    });
+                    if !next {
+                        return;
+                    }
                 }
             })
         };
@@ -1132,6 +1165,57 @@ struct IpRounds {
     latencies: Vec<Duration>,
     arm_per_change: Vec<usize>,
     arm: Vec<ArmRequest>,
+    /// Per round: its latency, and what the operator sent from the link's edit to the ARM write.
+    timelines: Vec<(Duration, Vec<String>)>,
+}
+
+/// What the operator sent during one round, in order, each at its offset from the new IP's first
+/// appearance in the DNS Service's status (negative: before it).
+fn timeline(
+    seen: Instant,
+    kube: &[RecordedRequest],
+    arm: &[ArmRequest],
+    until: Instant,
+) -> Vec<String> {
+    let offset = |at: Instant| {
+        if at >= seen {
+            at.duration_since(seen).as_secs_f64() * 1000.0
+        } else {
+            -(seen.duration_since(at).as_secs_f64() * 1000.0)
+        }
+    };
+    let mut lines: Vec<(f64, String)> = kube
+        .iter()
+        .filter(|r| r.verb != "watch" && r.at <= until)
+        .map(|r| {
+            (
+                offset(r.at),
+                format!("apiserver {} {} {}", r.verb, r.path, r.status),
+            )
+        })
+        .chain(arm.iter().filter(|r| r.at <= until).map(|r| {
+            (
+                offset(r.at),
+                format!("ARM {} {} {}", r.method, r.path, r.status),
+            )
+        }))
+        .collect();
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(seen.elapsed());
+    lines.push((
+        0.0,
+        format!(
+            "(the new IP in the DNS Service's status; Unix time {:.6})",
+            wall.as_secs_f64()
+        ),
+    ));
+    lines.sort_by(|a, b| a.0.total_cmp(&b.0));
+    lines
+        .into_iter()
+        .map(|(at, what)| format!("{at:>8.1} ms  {what}"))
+        .collect()
 }
 
 /// Changes the DNS IP `changes` times, starting at IP number `first`: each time, from the new IP in
@@ -1147,10 +1231,14 @@ async fn ip_rounds(
         latencies: Vec::new(),
         arm_per_change: Vec::new(),
         arm: Vec::new(),
+        timelines: Vec::new(),
     };
     for round in first..first + changes {
         let ip = format!("10.240.{}.{}", 4 + round / 250, 1 + round % 250);
-        let arm_before = world.azure.requests().len();
+        // The logs are only counted and read from here on: cloning them whole at every poll would
+        // take the CPU the operator is being timed on.
+        let arm_before = world.azure.request_count();
+        let kube_before = world.sim.request_count();
         world.apply_link(link(
             "ip",
             ("scale.bench/link", "l000"),
@@ -1162,9 +1250,8 @@ async fn ip_rounds(
         let written = loop {
             let write = world
                 .azure
-                .requests()
+                .requests_since(arm_before)
                 .into_iter()
-                .skip(arm_before)
                 .find(|r| {
                     r.is_write()
                         && r.body
@@ -1185,6 +1272,21 @@ async fn ip_rounds(
         rounds
             .latencies
             .push(written.saturating_duration_since(seen));
+        let kube: Vec<RecordedRequest> = world
+            .sim
+            .requests_since(kube_before)
+            .into_iter()
+            .filter(by_operator)
+            .collect();
+        rounds.timelines.push((
+            written.saturating_duration_since(seen),
+            timeline(
+                seen,
+                &kube,
+                &world.azure.requests_since(arm_before),
+                written,
+            ),
+        ));
         // Until the operator is done with this change.
         let deadline = Instant::now() + timeout;
         while !world.ready("ip") {
@@ -1193,22 +1295,35 @@ async fn ip_rounds(
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let mut last = world.azure.requests().len();
+        let mut last = world.azure.request_count();
         let mut last_change = Instant::now();
         while last_change.elapsed() < Duration::from_millis(500) {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            let now = world.azure.requests().len();
+            let now = world.azure.request_count();
             if now != last {
                 last = now;
                 last_change = Instant::now();
             }
         }
-        let arm = world.azure.requests().split_off(arm_before);
+        let arm = world.azure.requests_since(arm_before);
         rounds.arm_per_change.push(arm.len());
         rounds.arm.extend(arm);
     }
     rounds.latencies.sort();
     rounds
+        .timelines
+        .sort_by_key(|(latency, _)| std::cmp::Reverse(*latency));
+    rounds
+}
+
+/// The `--explain` slowest rounds' timelines.
+fn explain(label: &str, rounds: &IpRounds, slowest: usize) {
+    for (latency, lines) in rounds.timelines.iter().take(slowest) {
+        println!("{label}: a round of {}:", ms(*latency));
+        for line in lines {
+            println!("  {line}");
+        }
+    }
 }
 
 fn ip_rows(label: &str, rounds: &IpRounds) -> Vec<(String, String)> {
@@ -1279,13 +1394,12 @@ async fn ip_change(args: &Args) {
         // More than enough to last the rounds; stopped when they end.
         churn(&world, first, usize::MAX / 4, rate, 50, &stop)
     );
+    let slowest = args.num("explain", 0);
+    explain("without churn", &quiet, slowest);
+    explain("under churn", &churned, slowest);
     let mut rows = ip_rows("without churn", &quiet);
     rows.extend(ip_rows(&format!("under churn ({rate} ops/s)"), &churned));
     rows.push(row("churn operations meanwhile", ops.to_string()));
-    rows.push(row(
-        "(the status is polled every 200 µs: add up to that)",
-        String::new(),
-    ));
     table(
         &format!("ip-change: {changes} DNS IP changes each, one link of {per_link} Services, one App Service"),
         &rows,

@@ -395,6 +395,20 @@ impl AzureSim {
         lock(&self.shared.log).arm.clone()
     }
 
+    /// How many ARM requests came so far: cheaper than [`Self::requests`] for a poll.
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.log).arm.len()
+    }
+
+    /// The ARM requests after the first `from`, in arrival order.
+    pub fn requests_since(&self, from: usize) -> Vec<ArmRequest> {
+        lock(&self.shared.log)
+            .arm
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// The ARM requests so far that were writes (PUT, PATCH, DELETE), whatever their status.
     pub fn writes(&self) -> Vec<ArmRequest> {
         lock(&self.shared.log)

@@ -36,6 +36,8 @@ pub struct RecordedRequest {
     pub verb: String,
     /// The request body (JSON or YAML), when there was one.
     pub body: Option<Value>,
+    /// When the request arrived (its headers and body read).
+    pub at: std::time::Instant,
 }
 
 impl RecordedRequest {
@@ -383,6 +385,7 @@ async fn handle(
         status: 0,
         verb,
         body: parsed.as_ref().ok().cloned().flatten(),
+        at: std::time::Instant::now(),
     };
     let response = match (&parsed, &fault) {
         (Ok(value), None) => dispatch(

@@ -247,6 +247,12 @@ impl SimCluster {
         state.get(&target).ok()
     }
 
+    /// Changes to the latest resourceVersion whenever a write commits: what a watcher of every
+    /// object follows, for a harness that must see a change the moment it is made without polling.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.api.subscribe()
+    }
+
     /// The size of the etcd request that would store the object as it is now (key and serialised
     /// object); writes whose result is over [`ETCD_MAX_REQUEST_BYTES`] are refused.
     pub fn stored_size(
@@ -337,6 +343,17 @@ impl SimCluster {
     /// Every HTTP request served so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// How many HTTP requests were served so far: cheaper than [`Self::requests`] for a poll.
+    pub fn request_count(&self) -> usize {
+        self.log.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// The HTTP requests served after the first `from`, in order.
+    pub fn requests_since(&self, from: usize) -> Vec<RecordedRequest> {
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.get(from..).map(<[_]>::to_vec).unwrap_or_default()
     }
 
     /// Arms a fault for upcoming HTTP requests (see [`Fault`]). Faults are consulted in the order they

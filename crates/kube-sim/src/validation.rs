@@ -667,7 +667,15 @@ fn cel_causes(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> {
     if let Some(meta) = visible.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.retain(|k, _| k == "name" || k == "generateName");
     }
-    let Err(errors) = kube_cel::validate(schema, &visible, old) else {
+    // What no rule sees is left out: evaluating then costs what the rules read, as on the apiserver
+    // (which compiles the rules once, when the CRD is stored), not what the object holds (a large
+    // status under rules on the spec only).
+    let Some(visible) = seen_by_rules(&visible, schema) else {
+        return Vec::new();
+    };
+    let old = old.and_then(|old| seen_by_rules(old, schema));
+    let compiled = compiled_rules(schema);
+    let Err(errors) = kube_cel::validate_compiled(&compiled, &visible, old.as_ref()) else {
         return Vec::new();
     };
     errors
@@ -695,6 +703,96 @@ fn cel_causes(obj: &Value, old: Option<&Value>, schema: &Value) -> Vec<Cause> {
             }
         })
         .collect()
+}
+
+thread_local! {
+    /// The compiled rules of each schema seen, by a hash of its text.
+    static COMPILED: std::cell::RefCell<std::collections::HashMap<u64, std::rc::Rc<kube_cel::CompiledSchema>>> =
+        Default::default();
+}
+
+/// The rules of `schema`, compiled the first time this thread sees it.
+fn compiled_rules(schema: &Value) -> std::rc::Rc<kube_cel::CompiledSchema> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    schema.to_string().hash(&mut hasher);
+    let key = hasher.finish();
+    COMPILED.with(|compiled| {
+        let mut compiled = compiled.borrow_mut();
+        // Schemas change only with their CRD: a handful per simulation.
+        if compiled.len() > 64 {
+            compiled.clear();
+        }
+        compiled
+            .entry(key)
+            .or_insert_with(|| std::rc::Rc::new(kube_cel::compile_schema(schema)))
+            .clone()
+    })
+}
+
+/// Whether `schema` or a schema below it declares `x-kubernetes-validations`.
+fn has_rules(schema: &Value) -> bool {
+    schema.get("x-kubernetes-validations").is_some()
+        || schema
+            .get("properties")
+            .and_then(Value::as_object)
+            .is_some_and(|p| p.values().any(has_rules))
+        || schema.get("items").is_some_and(has_rules)
+        || schema
+            .get("additionalProperties")
+            .is_some_and(|a| a.is_object() && has_rules(a))
+        || ["allOf", "oneOf", "anyOf"].iter().any(|k| {
+            schema
+                .get(*k)
+                .and_then(Value::as_array)
+                .is_some_and(|b| b.iter().any(has_rules))
+        })
+}
+
+/// `value` with only what some rule can see: a rule sees its own node and everything below it, so
+/// a subtree is left out only when neither it nor any node above it declares a rule. `None` when
+/// no rule sees any of it.
+fn seen_by_rules(value: &Value, schema: &Value) -> Option<Value> {
+    if !has_rules(schema) {
+        return None;
+    }
+    let branches = ["allOf", "oneOf", "anyOf"]
+        .iter()
+        .any(|k| schema.get(*k).is_some());
+    if schema.get("x-kubernetes-validations").is_some() || branches {
+        return Some(value.clone());
+    }
+    Some(match value {
+        Value::Object(fields) => {
+            let properties = schema.get("properties").and_then(Value::as_object);
+            let additional = schema
+                .get("additionalProperties")
+                .filter(|a| a.is_object())
+                .filter(|_| schema["x-kubernetes-preserve-unknown-fields"] != json!(true));
+            let kept: Map<String, Value> = fields
+                .iter()
+                .filter_map(|(key, field)| {
+                    let field_schema = match properties.and_then(|p| p.get(key)) {
+                        Some(declared) => declared,
+                        None => additional?,
+                    };
+                    Some((key.clone(), seen_by_rules(field, field_schema)?))
+                })
+                .collect();
+            Value::Object(kept)
+        }
+        Value::Array(items) => match schema.get("items") {
+            // Items stay where they are: a transition rule pairs them with the old ones by index.
+            Some(item_schema) => Value::Array(
+                items
+                    .iter()
+                    .map(|item| seen_by_rules(item, item_schema).unwrap_or_else(|| item.clone()))
+                    .collect(),
+            ),
+            None => value.clone(),
+        },
+        other => other.clone(),
+    })
 }
 
 /// The `type` of the deepest schema node along `field_path` that declares `rule`.
@@ -827,6 +925,51 @@ mod tests {
             lines[1],
             "spec.dns.zone: Invalid value: \"string\": must be a DNS name"
         );
+    }
+
+    #[test]
+    fn rules_see_their_whole_subtree_and_nothing_else_is_evaluated() {
+        let schema = json!({"type": "object", "properties": {
+            "spec": {"type": "object", "properties": {
+                "zone": {"type": "string", "x-kubernetes-validations": [
+                    {"rule": "self.endsWith('.internal')", "message": "must end in .internal"}
+                ]},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}}
+            }},
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }});
+        let obj = json!({
+            "spec": {"zone": "a.internal", "labels": {"app": "web"}},
+            "status": {"services": [{"name": "web"}]}
+        });
+        // Only the rule's own node is left: neither the status nor the spec's other fields.
+        assert_eq!(
+            seen_by_rules(&obj, &schema),
+            Some(json!({"spec": {"zone": "a.internal"}}))
+        );
+        let bad = json!({"spec": {"zone": "a.example"}, "status": {"big": "x".repeat(10_000)}});
+        let lines: Vec<String> = cel_causes(&bad, None, &schema)
+            .iter()
+            .map(Cause::to_line)
+            .collect();
+        assert_eq!(
+            lines,
+            ["spec.zone: Invalid value: \"string\": must end in .internal"]
+        );
+        // A rule at the root sees everything, status included.
+        let mut rooted = schema.clone();
+        rooted["x-kubernetes-validations"] = json!([{"rule": "!has(self.status) || size(self.status) < 2", "message": "small status"}]);
+        assert_eq!(seen_by_rules(&bad, &rooted), Some(bad.clone()));
+        let two = json!({"spec": {"zone": "a.internal"}, "status": {"a": 1, "b": 2}});
+        assert_eq!(
+            cel_causes(&two, None, &rooted)
+                .iter()
+                .map(Cause::to_line)
+                .collect::<Vec<_>>(),
+            ["<nil>: Invalid value: \"object\": small status"]
+        );
+        // No rule anywhere: nothing to evaluate.
+        assert_eq!(seen_by_rules(&obj, &json!({"type": "object"})), None);
     }
 
     #[test]
