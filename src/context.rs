@@ -296,10 +296,34 @@ pub struct Written<K: Resource<DynamicType = ()>> {
     dry_run: bool,
     absent_grace: Duration,
     objects: std::sync::Mutex<Returned<K>>,
+    /// Writes under way (see [`Written::writing`]).
+    in_flight: std::sync::Mutex<InFlight<K>>,
 }
 
 /// What each write returned, and when it was recorded.
 type Returned<K> = HashMap<ObjectRef<K>, (std::time::Instant, Arc<K>)>;
+
+/// By object: how many writes are under way, and the resourceVersions watch events showed
+/// meanwhile; and the objects someone else changed during a write (see [`Written::take_missed`]).
+struct InFlight<K: Resource<DynamicType = ()>> {
+    writes: HashMap<ObjectRef<K>, (usize, Vec<String>)>,
+    missed: std::collections::HashSet<ObjectRef<K>>,
+}
+
+/// A write under way to one object, from [`Written::writing`]; dropped once its answer is recorded
+/// (or it failed).
+pub struct Writing<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
+    written: &'a Written<K>,
+    key: Option<ObjectRef<K>>,
+}
+
+impl<K: Resource<DynamicType = ()> + Clone + 'static> Drop for Writing<'_, K> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.written.finish(key);
+        }
+    }
+}
 
 impl<K> Written<K>
 where
@@ -310,7 +334,61 @@ where
             dry_run,
             absent_grace: ABSENT_GRACE,
             objects: std::sync::Mutex::new(HashMap::new()),
+            in_flight: std::sync::Mutex::new(InFlight {
+                writes: HashMap::new(),
+                missed: Default::default(),
+            }),
         }
+    }
+
+    /// Marks a write to `key` under way until the guard is dropped, which must come after the
+    /// write's answer is recorded. A watch event can bring the write back before its answer does;
+    /// meanwhile [`Written::is_echo`] holds every event for `key` back, and once the write is done
+    /// an event that was not its echo (someone else's change, or the write failed) is kept for
+    /// [`Written::take_missed`].
+    pub fn writing(&self, key: ObjectRef<K>) -> Writing<'_, K> {
+        if self.dry_run {
+            return Writing {
+                written: self,
+                key: None,
+            };
+        }
+        self.flights().writes.entry(key.clone()).or_default().0 += 1;
+        Writing {
+            written: self,
+            key: Some(key),
+        }
+    }
+
+    fn finish(&self, key: ObjectRef<K>) {
+        let recorded = self
+            .lock()
+            .get(&key)
+            .and_then(|(_, written)| written.meta().resource_version.clone());
+        let mut flights = self.flights();
+        let Some((count, seen)) = flights.writes.get_mut(&key) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        let missed = seen.iter().any(|v| Some(v) != recorded.as_ref());
+        flights.writes.remove(&key);
+        if missed {
+            flights.missed.insert(key);
+        }
+    }
+
+    /// Whether someone else changed `key` while the operator was writing it (an event
+    /// [`Written::is_echo`] held back that was not the write coming back); asking forgets it.
+    pub fn take_missed(&self, key: &ObjectRef<K>) -> bool {
+        self.flights().missed.remove(key)
+    }
+
+    fn flights(&self) -> std::sync::MutexGuard<'_, InFlight<K>> {
+        // Only held for map operations, which do not panic.
+        self.in_flight.lock().expect("writes in flight")
     }
 
     /// Records what a write returned, pruned as the cache would prune it.
@@ -397,13 +475,25 @@ where
     }
 
     /// True when `seen` (a watch event) is the operator's own write coming back: the very version
-    /// a write returned.
+    /// a write returned, or any version while a write to it is under way (decided when it is done:
+    /// [`Written::writing`]).
     pub fn is_echo(&self, seen: &K) -> bool {
         let key = ObjectRef::from_obj(seen);
-        self.lock().get(&key).is_some_and(|(_, written)| {
+        let returned = self.lock().get(&key).is_some_and(|(_, written)| {
             written.meta().resource_version.is_some()
                 && written.meta().resource_version == seen.meta().resource_version
-        })
+        });
+        if returned {
+            return true;
+        }
+        let mut flights = self.flights();
+        match flights.writes.get_mut(&key) {
+            Some((_, seen_meanwhile)) => {
+                seen_meanwhile.extend(seen.meta().resource_version.clone());
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets the written object `key` (it was deleted).
@@ -507,6 +597,38 @@ mod tests {
             types(services_where(&cache, &written, internal)),
             [("web".into(), "LoadBalancer".into())]
         );
+    }
+
+    #[test]
+    fn an_echo_that_outruns_its_write_wakes_nobody_but_a_change_meanwhile_is_kept() {
+        let written = Written::new(false);
+        let key = ObjectRef::new("api").within("shop");
+        // The watch brings the write back before its answer: held back, then known as the echo.
+        let write = written.writing(key.clone());
+        assert!(written.is_echo(&svc("api", "6", "LoadBalancer")));
+        written.record(svc("api", "6", "LoadBalancer"));
+        drop(write);
+        assert!(!written.take_missed(&key));
+        // Someone else's change lands during the next write: held back, then kept for the caller.
+        let write = written.writing(key.clone());
+        assert!(written.is_echo(&svc("api", "7", "NodePort")));
+        assert!(written.is_echo(&svc("api", "8", "LoadBalancer")));
+        written.record(svc("api", "8", "LoadBalancer"));
+        drop(write);
+        assert!(written.take_missed(&key));
+        assert!(!written.take_missed(&key), "asking forgets it");
+        // A write that failed: whatever came meanwhile was not its echo.
+        let write = written.writing(key.clone());
+        assert!(written.is_echo(&svc("api", "9", "ClusterIP")));
+        drop(write);
+        assert!(written.take_missed(&key));
+        // No write under way: only the versions writes returned are echoes.
+        assert!(!written.is_echo(&svc("api", "10", "ClusterIP")));
+        assert!(written.is_echo(&svc("api", "8", "LoadBalancer")));
+        // Dry run records nothing and holds nothing back.
+        let dry = Written::new(true);
+        let _write = dry.writing(key.clone());
+        assert!(!dry.is_echo(&svc("api", "11", "ClusterIP")));
     }
 
     #[test]

@@ -176,6 +176,9 @@ impl Pipeline {
 #[derive(Default)]
 pub struct ZonesServed {
     last: Option<(ZonesInputs, Instant, DutyStatus)>,
+    /// Someone else changed the ConfigMap while the duty wrote it: the next pass computes again,
+    /// whatever the versions say.
+    look_again: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -423,12 +426,14 @@ async fn serve_zones_once(
     let ctx = &pipeline.ctx;
     let inputs = ZonesInputs::now(ctx);
     if let Some((seen, at, duty)) = &served.last {
-        if *seen == inputs && at.elapsed() < ctx.config.resync {
+        if *seen == inputs && at.elapsed() < ctx.config.resync && !served.look_again {
             return Ok(duty.clone());
         }
     }
     let previous = served.last.take().map(|(_, _, duty)| duty);
-    let duty = serve_zones(ctx, Some(link)).await?;
+    let result = serve_zones(pipeline, Some(link)).await;
+    served.look_again = changed_meanwhile(pipeline);
+    let duty = result?;
     if previous.as_ref().is_some_and(|p| *p != duty) {
         for other in ctx.valid_links() {
             if other.name_any() != link.name_any() {
@@ -452,11 +457,34 @@ async fn serve_zones_once(
 
 /// Duty 3: the zones served by the cluster's CoreDNS (the `coredns-custom` override) or, in
 /// dedicated mode, by the operator's own CoreDNS.
-async fn serve_zones(ctx: &Context, link: Option<&AppServiceLink>) -> Result<DutyStatus, Error> {
+async fn serve_zones(
+    pipeline: &Pipeline,
+    link: Option<&AppServiceLink>,
+) -> Result<DutyStatus, Error> {
+    let ctx = &pipeline.ctx;
     match &ctx.config.dedicated_dns {
         None => Ok(corefile::reconcile(ctx, link).await?),
         Some(dedicated) => Ok(dedicated_dns::reconcile(ctx, dedicated, link).await?),
     }
+}
+
+/// Whether someone else changed the zones' ConfigMap while the duty was writing it. Its watch
+/// event was held back, as it could have been the write's own echo (`context::Written::writing`),
+/// so the zones' owner is woken to look again.
+fn changed_meanwhile(pipeline: &Pipeline) -> bool {
+    let ctx = &pipeline.ctx;
+    let (namespace, name) = zones_configmap(&ctx.config);
+    let missed = ctx
+        .own
+        .configmaps
+        .take_missed(&ObjectRef::new(name).within(namespace));
+    if missed {
+        if let Some(owner) = zones_owner(ctx) {
+            // The receiver lives as long as the controller; a send fails only at shutdown.
+            let _ = pipeline.wake.unbounded_send(owner);
+        }
+    }
+    missed
 }
 
 /// The Cleanup arm: undo everything the link did, App Services first. Until they are restored (an
@@ -479,7 +507,9 @@ async fn undo(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Erro
     {
         let mut served = pipeline.cluster_wide.lock().await;
         served.last = None;
-        serve_zones(ctx, None).await?;
+        let result = serve_zones(pipeline, None).await;
+        served.look_again = changed_meanwhile(pipeline);
+        result?;
         dns_service::cleanup(ctx, link).await?;
     }
     services?;

@@ -12,6 +12,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::Patch;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use kube::Api;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -516,6 +517,11 @@ async fn apply(
     content: Option<&str>,
     rolled_for: Option<&str>,
 ) -> Result<(), Error> {
+    // Its watch event may come back before its answer (reconcile::changed_meanwhile).
+    let _writing = ctx
+        .own
+        .configmaps
+        .writing(ObjectRef::new(CONFIGMAP).within(NAMESPACE));
     api.patch(
         CONFIGMAP,
         &ctx.apply_params(FIELD_MANAGER),

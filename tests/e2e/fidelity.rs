@@ -471,17 +471,22 @@ async fn a_subnet_that_does_not_exist_leaves_everything_pending_until_it_is_fixe
         message.contains("failed to get subnet: aks-vnet-12345678/ilb-subnet-typo"),
         "{message}"
     );
-    let entries = h.link("web").unwrap()["status"]["services"].clone();
-    for entry in entries.as_array().unwrap() {
-        if entry["state"] == "Pending" {
-            assert!(
-                entry["message"]
+    // The cloud controller reports each Service's failure in its own Event, one Service at a time:
+    // an entry is Pending without a message until its Event exists, then says why.
+    h.eventually("every pending Service says why", |h| {
+        let entries = h.link("web")?["status"]["services"].clone();
+        entries
+            .as_array()?
+            .iter()
+            .filter(|e| e["state"] == "Pending")
+            .all(|e| {
+                e["message"]
                     .as_str()
-                    .is_some_and(|m| m.starts_with("the cloud controller cannot provision")),
-                "{entry}"
-            );
-        }
-    }
+                    .is_some_and(|m| m.starts_with("the cloud controller cannot provision"))
+            })
+            .then_some(())
+    })
+    .await;
     for name in ["api", "orders"] {
         let svc = h.service("shop", name).unwrap();
         assert_eq!(svc["metadata"]["annotations"][SUBNET], "ilb-subnet-typo");
