@@ -1269,9 +1269,8 @@ async fn ip_rounds(
         let seen = watch
             .first_seen(&ip)
             .unwrap_or_else(|| world.fail(&format!("{ip} never seen in the DNS Service's status")));
-        rounds
-            .latencies
-            .push(written.saturating_duration_since(seen));
+        let latency = written.saturating_duration_since(seen);
+        rounds.latencies.push(latency);
         let kube: Vec<RecordedRequest> = world
             .sim
             .requests_since(kube_before)
@@ -1279,7 +1278,7 @@ async fn ip_rounds(
             .filter(by_operator)
             .collect();
         rounds.timelines.push((
-            written.saturating_duration_since(seen),
+            latency,
             timeline(
                 seen,
                 &kube,

@@ -431,9 +431,7 @@ async fn serve_zones_once(
         }
     }
     let previous = served.last.take().map(|(_, _, duty)| duty);
-    let result = serve_zones(pipeline, Some(link)).await;
-    served.look_again = changed_meanwhile(pipeline);
-    let duty = result?;
+    let duty = serve_zones(pipeline, served, Some(link)).await?;
     if previous.as_ref().is_some_and(|p| *p != duty) {
         for other in ctx.valid_links() {
             if other.name_any() != link.name_any() {
@@ -456,16 +454,22 @@ async fn serve_zones_once(
 }
 
 /// Duty 3: the zones served by the cluster's CoreDNS (the `coredns-custom` override) or, in
-/// dedicated mode, by the operator's own CoreDNS.
+/// dedicated mode, by the operator's own CoreDNS. `served.look_again` says whether someone else
+/// changed their ConfigMap meanwhile ([`changed_meanwhile`]).
 async fn serve_zones(
     pipeline: &Pipeline,
+    served: &mut ZonesServed,
     link: Option<&AppServiceLink>,
 ) -> Result<DutyStatus, Error> {
     let ctx = &pipeline.ctx;
-    match &ctx.config.dedicated_dns {
-        None => Ok(corefile::reconcile(ctx, link).await?),
-        Some(dedicated) => Ok(dedicated_dns::reconcile(ctx, dedicated, link).await?),
-    }
+    let result = match &ctx.config.dedicated_dns {
+        None => corefile::reconcile(ctx, link).await.map_err(Error::from),
+        Some(dedicated) => dedicated_dns::reconcile(ctx, dedicated, link)
+            .await
+            .map_err(Error::from),
+    };
+    served.look_again = changed_meanwhile(pipeline);
+    result
 }
 
 /// Whether someone else changed the zones' ConfigMap while the duty was writing it. Its watch
@@ -507,9 +511,7 @@ async fn undo(link: &AppServiceLink, pipeline: &Pipeline) -> Result<Action, Erro
     {
         let mut served = pipeline.cluster_wide.lock().await;
         served.last = None;
-        let result = serve_zones(pipeline, None).await;
-        served.look_again = changed_meanwhile(pipeline);
-        result?;
+        serve_zones(pipeline, &mut served, None).await?;
         dns_service::cleanup(ctx, link).await?;
     }
     services?;
